@@ -1,0 +1,189 @@
+"""Benchmark our image prep against the script a user would write first, on the same images and cores.
+
+python data_prep/bench_prep.py --source DIR [--workers N] [--limit N] [--json OUT]
+
+Baseline (what one writes first): PIL open, .convert("RGB"), resize the shorter side to 256 with
+PIL's default filter, centre crop, save JPEG q90 one file per image, multiprocessing.Pool(N).
+Ours: the build's worker code (data_prep.build_imagenet.process_shard) on the same files with
+the same number of processes, once without statistics (the build's val path: the same output as
+the baseline) and once with them (the train path: every stored image decoded back for the exact
+mean image and RGB covariance), the latter against the baseline plus a first-try statistics pass.
+Figures: wall-clock images/s (best of the repeats) and images per CPU-second of the workers (robust
+when other jobs share the cores).
+"""
+import argparse
+import glob
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import tempfile
+import time
+
+from PIL import Image
+
+if __package__ in (None, ""):  # run as a script: make the checkout importable
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data_prep.build_imagenet import init_worker, process_shard  # noqa: E402
+from data_prep.image_recipe import JPEG_QUALITY, JPEG_SUBSAMPLING  # noqa: E402
+
+
+def baseline_one(args):
+    """The first-try recipe for one image: open, RGB, resize shorter side to 256, centre crop, JPEG q90."""
+    src, dst = args
+    t = time.process_time()
+    im = Image.open(src).convert("RGB")
+    w, h = im.size
+    s = 256 / min(w, h)
+    im = im.resize((max(256, round(w * s)), max(256, round(h * s))))
+    w, h = im.size
+    left, top = (w - 256) // 2, (h - 256) // 2
+    im.crop((left, top, left + 256, top + 256)).save(dst, "JPEG", quality=90)
+    return time.process_time() - t
+
+
+def baseline_stats_chunk(paths):
+    """The first-try statistics pass over saved 256x256 JPEGs: numpy float64 sums (mean image, RGB covariance)."""
+    import numpy as np
+
+    t = time.process_time()
+    image_sum, pixel_sum, outer = np.zeros((256, 256, 3)), np.zeros(3), np.zeros((3, 3))
+    for p in paths:
+        a = np.asarray(Image.open(p).convert("RGB"), dtype=np.float64)
+        x = a.reshape(-1, 3)
+        image_sum += a
+        pixel_sum += x.sum(0)
+        outer += x.T @ x
+    return time.process_time() - t
+
+
+def _ours(args):
+    t = time.process_time()
+    count = process_shard(*args)[2]
+    return count, time.process_time() - t
+
+
+def _warm(_):
+    init_worker()
+    from paper_repro.data import decode_image  # import torchvision once per worker, outside the timing
+    import numpy as np
+    from PIL import Image as _I
+    import io
+    buf = io.BytesIO()
+    _I.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "JPEG")
+    decode_image(buf.getvalue())
+    return os.getpid()
+
+
+def find_images(source, limit=None):
+    """Sorted image files (*.JPEG, *.jpg, *.jpeg, *.png) directly in `source`, the first `limit`."""
+    paths = sorted(q for ext in ("*.JPEG", "*.jpg", "*.jpeg", "*.png", "*.PNG")
+                   for q in glob.glob(os.path.join(source, ext)))
+    if not paths:
+        raise FileNotFoundError(f"no images (*.JPEG, *.jpg, *.png) in {source}")
+    return paths[:limit]
+
+
+def bench_prep(image_paths, workers, out_dir, repeat=3):
+    """Time baseline and ours on the same images with the same pool size; JSON-able figures."""
+    image_paths = sorted(image_paths)
+    n = len(image_paths)
+    if n == 0:
+        raise ValueError("bench_prep: no images given")
+    os.makedirs(out_dir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="bench_prep_", dir=out_dir)
+    # Our shards: a few per worker so the pool stays balanced (the build: one shard per class).
+    n_shards = max(1, min(n, 4 * workers))
+    tasks = [{"split": "train", "shard": k, "kind": "files", "label": 0,
+              "items": [{"name": "%08d_%s" % (i, os.path.basename(p)), "path": p, "label": 0}
+                        for i, p in list(enumerate(image_paths))[k::n_shards]]}
+             for k in range(n_shards)]
+    names = ("baseline", "ours", "baseline_with_stats", "ours_with_stats")
+    times, cpu = {k: [] for k in names}, {k: [] for k in names}
+    try:
+        with multiprocessing.Pool(workers) as pool:
+            pool.map(_warm, range(workers * 4))
+            for r in range(repeat):
+                order = ("baseline", "ours", "baseline_with_stats", "ours_with_stats")
+                for name in order if r % 2 == 0 else order[::-1]:
+                    dst = os.path.join(work, f"{name}_{r}")
+                    # the build's val/test path (prep + shards) vs its train path (+ exact stats)
+                    split = "train" if name == "ours_with_stats" else "val"
+                    os.makedirs(os.path.join(dst, split))
+                    t = time.perf_counter()
+                    if name.startswith("baseline"):
+                        saved = [os.path.join(dst, "%08d.JPEG" % i) for i in range(n)]
+                        used = sum(pool.map(baseline_one, list(zip(image_paths, saved)), chunksize=8))
+                        if name == "baseline_with_stats":  # then a second pass for the statistics
+                            used += sum(pool.map(baseline_stats_chunk,
+                                                 [saved[k::n_shards] for k in range(n_shards)]))
+                    else:
+                        jobs = [(dict(t_, split=split), dst) for t_ in tasks]
+                        res = list(pool.imap_unordered(_ours, jobs))
+                        done, used = sum(c for c, _ in res), sum(u for _, u in res)
+                    times[name].append(time.perf_counter() - t)
+                    cpu[name].append(used)
+                    shutil.rmtree(dst)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    best = {k: min(v) for k, v in times.items()}
+    cpu_best = {k: min(v) for k, v in cpu.items()}
+    return {
+        "images": n,
+        "workers": workers,
+        "repeats": repeat,
+        # wall clock, best of the repeats, all `workers` processes busy
+        "baseline_images_per_s": n / best["baseline"],
+        "ours_images_per_s": n / best["ours"],
+        "speedup": best["baseline"] / best["ours"],
+        "baseline_with_stats_images_per_s": n / best["baseline_with_stats"],
+        "ours_with_stats_images_per_s": n / best["ours_with_stats"],
+        "speedup_with_stats": best["baseline_with_stats"] / best["ours_with_stats"],
+        # CPU seconds the workers spent (robust when other jobs share the cores)
+        "baseline_images_per_cpu_s": n / cpu_best["baseline"],
+        "ours_images_per_cpu_s": n / cpu_best["ours"],
+        "baseline_with_stats_images_per_cpu_s": n / cpu_best["baseline_with_stats"],
+        "ours_with_stats_images_per_cpu_s": n / cpu_best["ours_with_stats"],
+        "speedup_cpu": cpu_best["baseline"] / cpu_best["ours"],
+        "speedup_with_stats_cpu": cpu_best["baseline_with_stats"] / cpu_best["ours_with_stats"],
+        "ours_with_stats_vs_bare_baseline_cpu": cpu_best["baseline"] / cpu_best["ours_with_stats"],
+        "ours_images_stored": done,
+        "seconds": times,
+        "cpu_seconds": cpu,
+        "baseline": "PIL open+convert RGB, resize shorter side 256 (PIL default filter), centre crop, "
+                    "JPEG q90 file per image, multiprocessing.Pool",
+        "ours": f"process_shard (build's val path): crop box resized directly, area (BOX) when "
+                f"shrinking / bicubic when enlarging, JPEG draft for >= 1024 px images, JPEG "
+                f"q{JPEG_QUALITY} {JPEG_SUBSAMPLING} into shards",
+        "baseline_with_stats": "the baseline, then a first-try statistics pass over its saved JPEGs "
+                               "(PIL open, numpy float64 mean-image and RGB x x^T sums) in the same pool",
+        "ours_with_stats": "process_shard (build's train path): the same as ours plus decoding every "
+                           "stored image back and exact mean-image / RGB-covariance sums",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores visible",
+    }
+
+
+def main(argv=None):
+    """CLI."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", required=True, help="folder of images (*.JPEG, *.jpg, *.png)")
+    p.add_argument("--workers", type=int, default=os.cpu_count())
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each, interleaved (best is reported)")
+    p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument("--tmp", default=None, help="scratch folder (default: system temp)")
+    a = p.parse_args(argv)
+    res = bench_prep(find_images(a.source, a.limit), a.workers, a.tmp or tempfile.gettempdir(), a.repeat)
+    text = json.dumps(res, indent=1)
+    print(text)
+    if a.json:
+        with open(a.json, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

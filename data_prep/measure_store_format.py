@@ -1,0 +1,108 @@
+"""Measure candidate on-disk formats for the 256x256 store: bytes per image, decode speed, fidelity.
+
+python data_prep/measure_store_format.py --source DIR [--limit N] [--json OUT]
+
+Every image of DIR goes through the store recipe (shorter side 256, centre crop, RGB); the
+resulting 256x256 pixels are then encoded as raw uint8, PNG and JPEG at several qualities.
+"""
+import argparse
+import glob
+import io
+import json
+import os
+import platform
+import time
+
+import numpy as np
+from PIL import Image
+
+from data_prep.image_recipe import SkipImage, prepare_pixels
+from paper_repro.data import decode_image
+
+TRAIN_IMAGES = 1_281_167  # ILSVRC-2012 training set
+
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def _timed(fn, items, repeat=3):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for x in items:
+            fn(x)
+        best = min(best, time.perf_counter() - t)
+    return len(items) / best
+
+
+def measure(paths):
+    """Dict of per-format figures over the store images made from `paths`."""
+    import torch
+
+    torch.set_num_threads(1)
+    pixels = []
+    for p in paths:
+        with open(p, "rb") as f:
+            try:
+                # the reference: the recipe's pixels before any store encoding
+                pixels.append(np.asarray(prepare_pixels(f.read())))
+            except SkipImage:
+                continue
+    formats = {"raw uint8": None, "PNG (level 1)": ("PNG", {"compress_level": 1}),
+               "PNG (level 6)": ("PNG", {"compress_level": 6})}
+    for q in (90, 95):
+        for sub in ("4:2:0", "4:4:4"):
+            formats[f"JPEG q{q} {sub}"] = ("JPEG", {"quality": q, "subsampling": sub})
+    out = {}
+    for name, spec in formats.items():
+        if spec is None:
+            blobs = [a.tobytes() for a in pixels]
+            dec = {"numpy frombuffer": lambda b: np.frombuffer(b, np.uint8).reshape(256, 256, 3)}
+            enc_rate = None
+        else:
+            fmt, kw = spec
+
+            def enc(a):
+                buf = io.BytesIO()
+                Image.fromarray(a).save(buf, fmt, **kw)
+                return buf.getvalue()
+            t = time.perf_counter()
+            blobs = [enc(a) for a in pixels]
+            enc_rate = len(pixels) / (time.perf_counter() - t)
+            dec = {"PIL": lambda b: np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))}
+            if fmt == "JPEG":
+                dec["torchvision decode_jpeg"] = decode_image
+        sizes = np.array([len(b) for b in blobs])
+        psnr = [_psnr(a, dec[next(iter(dec))](b)) for a, b in zip(pixels, blobs)]
+        out[name] = {
+            "bytes_per_image": float(sizes.mean()),
+            "ilsvrc2012_train_GB": float(sizes.mean() * TRAIN_IMAGES / 1e9),
+            "encode_images_per_s": enc_rate,
+            "decode_images_per_s_1_thread": {k: _timed(fn, blobs) for k, fn in dec.items()},
+            "psnr_db_mean": float(np.mean(psnr)) if np.isfinite(psnr).all() else float("inf"),
+            "psnr_db_min": float(np.min(psnr)),
+        }
+    return {"images": len(pixels), "machine": f"{platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} CPU cores", "formats": out}
+
+
+def main(argv=None):
+    """CLI."""
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--source", required=True)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+    paths = sorted(glob.glob(os.path.join(a.source, "*.JPEG")))[:a.limit]
+    res = measure(paths)
+    text = json.dumps(res, indent=1)
+    print(text)
+    if a.json:
+        with open(a.json, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The paper's data augmentation over uint8 batches (N x 256 x 256 x 3), on any device.
+
+Crop and flip are one gather, so on a GPU the whole transform is a handful of kernels. All
+randomness comes from an explicit CPU torch.Generator, so a batch's augmentation is the same
+on every device and a resumed run can replay it exactly.
+"""
+import torch
+
+CROP_SIZES = (224, 227)
+
+
+def _patch_indices(offset_y, offset_x, flip, size):
+    """Row and column indices (N x size each) of each image's patch; flipped patches read columns backwards."""
+    ramp = torch.arange(size, device=offset_y.device)
+    rows = offset_y[:, None] + ramp
+    cols = torch.where(flip[:, None], offset_x[:, None] + (size - 1) - ramp, offset_x[:, None] + ramp)
+    return rows, cols
+
+
+def _gather(images, rows, cols):
+    """images[n, rows[n, i], cols[n, j], :] for every n, i, j: N x size x size x C."""
+    n = torch.arange(images.shape[0], device=images.device)
+    return images[n[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def _to_nchw(x, channels_last):
+    # The NHWC result permuted to NCHW *is* the channels_last layout; copy only for contiguous NCHW.
+    x = x.permute(0, 3, 1, 2)
+    return x if channels_last else x.contiguous()
+
+
+def _check_batch(images, where):
+    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[3] != 3:
+        raise ValueError(f"{where}: expected a uint8 batch N x H x W x 3, got {images.dtype} {tuple(images.shape)}")
+
+
+class TrainPatch:
+    """Random patch, horizontal flip (p=0.5), PCA colour noise, minus the mean image at the patch's place.
+
+    Output: float32 N x 3 x size x size on the 0-255 scale, on the batch's device.
+    colour_noise: "sqrt" adds eigvec @ (a * sqrt(eigval)) (the authors' code), "eigval" adds
+    eigvec @ (a * eigval) (the paper's words taken literally), None adds nothing; a ~ N(0, noise_std)
+    per image per use.
+    """
+
+    def __init__(self, mean_image, eigval, eigvec, size=224, colour_noise="sqrt", noise_std=0.1,
+                 flip=True, channels_last=False):
+        if colour_noise not in ("sqrt", "eigval", None):
+            raise ValueError(f"colour_noise must be 'sqrt', 'eigval' or None, got {colour_noise!r}")
+        self.mean_image = torch.as_tensor(mean_image, dtype=torch.float32)
+        self.size, self.flip, self.channels_last = size, flip, channels_last
+        self.noise_std, self.colour_noise = noise_std, colour_noise
+        eigval = torch.as_tensor(eigval, dtype=torch.float64)
+        scale = {"sqrt": eigval.sqrt(), "eigval": eigval, None: torch.zeros(3, dtype=torch.float64)}[colour_noise]
+        # shift = eigvec @ (a * scale) = (eigvec * scale) @ a: one 3x3 matrix applied to each image's a.
+        self.noise_matrix = (torch.as_tensor(eigvec, dtype=torch.float64) * scale).float()
+        h, w = self.mean_image.shape[:2]
+        if size > min(h, w):
+            raise ValueError(f"patch size {size} is larger than the {h}x{w} images")
+
+    def draw(self, n, generator):
+        """The random choices for n images: (offset_y, offset_x, flip, a) on the CPU."""
+        h, w = self.mean_image.shape[:2]
+        oy = torch.randint(0, h - self.size + 1, (n,), generator=generator)
+        ox = torch.randint(0, w - self.size + 1, (n,), generator=generator)
+        flip = torch.rand(n, generator=generator) < 0.5
+        if not self.flip:
+            flip = torch.zeros_like(flip)
+        a = torch.randn(n, 3, generator=generator) * self.noise_std
+        return oy, ox, flip, a
+
+    def __call__(self, images, generator):
+        """Augment a uint8 N x 256 x 256 x 3 batch (any device) with randomness from `generator` (CPU)."""
+        _check_batch(images, "TrainPatch")
+        dev = images.device
+        oy, ox, flip, a = (t.to(dev, non_blocking=True) for t in self.draw(images.shape[0], generator))
+        self.mean_image, self.noise_matrix = self.mean_image.to(dev), self.noise_matrix.to(dev)
+        rows, cols = _patch_indices(oy, ox, flip, self.size)
+        x = _gather(images, rows, cols).float() - self.mean_image[rows[:, :, None], cols[:, None, :]]
+        if self.colour_noise is not None:
+            shift = a @ self.noise_matrix.T
+            x += shift[:, None, None, :]
+        return _to_nchw(x, self.channels_last)
+
+
+class CentrePatch:
+    """The central patch minus the mean image there (per-epoch validation; no randomness)."""
+
+    def __init__(self, mean_image, size=224, channels_last=False):
+        self.mean_image = torch.as_tensor(mean_image, dtype=torch.float32)
+        self.size, self.channels_last = size, channels_last
+        h, w = self.mean_image.shape[:2]
+        self.top, self.left = (h - size) // 2, (w - size) // 2
+
+    def __call__(self, images, generator=None):
+        """Centre patch of a uint8 N x 256 x 256 x 3 batch as float N x 3 x size x size."""
+        _check_batch(images, "CentrePatch")
+        self.mean_image = self.mean_image.to(images.device)
+        t, l, s = self.top, self.left, self.size
+        x = images[:, t:t + s, l:l + s, :].float() - self.mean_image[t:t + s, l:l + s, :]
+        return _to_nchw(x, self.channels_last)
+
+
+def batch_generator(seed, epoch, step, rank=0):
+    """A CPU generator whose state depends only on (seed, epoch, step, rank): resume replays it exactly."""
+    # Mix the four numbers with distinct odd multipliers (64-bit), so nearby batches get unrelated seeds.
+    mixed = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + step * 0x94D049BB133111EB
+             + rank * 0xD6E8FEB86659FD93) % (1 << 63)
+    return torch.Generator().manual_seed(mixed)
+

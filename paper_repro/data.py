@@ -1,0 +1,169 @@
+"""Read the 256x256 ImageNet store written by data_prep/build_imagenet.py.
+
+Store layout (see results/store_format.md for why JPEG shards):
+  STORE/manifest.json              written last by the build: classes, splits, counts, settings
+  STORE/<split>/shard-NNNNN.bin    concatenated JPEG files (256x256 RGB)
+  STORE/<split>/index.npy          int64 [N, 4]: shard, byte offset, byte length, label
+  STORE/<split>/filenames.txt      the source file name of each image, one per line
+  STORE/stats.json, STORE/mean_image.npy   training-set statistics (load_stats)
+"""
+import functools
+import io
+import json
+import os
+import warnings
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+SPLITS = ("train", "val", "test")
+
+
+def shard_name(k):
+    """File name of data shard k of a split."""
+    return "shard-%05d.bin" % k
+
+
+def _decode_pil(buf):
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(buf))
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im)
+
+
+@functools.lru_cache(maxsize=None)
+def _jpeg_decoder():
+    """torchvision's libjpeg-turbo decode_jpeg (faster than PIL on 256x256 JPEGs and bit-identical,
+    results/store_format.md), imported on first use so that the build's no-op path stays quick."""
+    try:
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # same pixels from PIL (both are libjpeg-turbo)
+        return _decode_pil
+
+    def decode(buf):
+        data = torch.frombuffer(bytearray(buf), dtype=torch.uint8)
+        with warnings.catch_warnings():
+            # torchvision >= 0.29 flags its codecs as deprecated (moving to torchcodec); 0.26 does not
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_jpeg(data, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+
+    return decode
+
+
+def decode_image(buf):
+    """Decode encoded image bytes to a uint8 HxWx3 RGB array (the decoder the store uses)."""
+    if buf[:3] != b"\xff\xd8\xff":
+        return _decode_pil(buf)
+    return np.ascontiguousarray(_jpeg_decoder()(buf))
+
+
+def read_manifest(root):
+    """The manifest of a finished store, or a clear error saying what is wrong with `root`."""
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"image store {root} does not exist; build it with "
+            f"`python data_prep/build_imagenet.py --source DIR --out {root}`")
+    path = os.path.join(root, MANIFEST)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{root} is not a finished image store (no {MANIFEST}); run (or re-run, it resumes) "
+            f"`python data_prep/build_imagenet.py --source DIR --out {root}`")
+    with open(path) as f:
+        return json.load(f)
+
+
+class ImageNetStore:
+    """One split of a built store: store[i] -> (uint8 [256, 256, 3] RGB, int label)."""
+
+    def __init__(self, root, split):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        self.root = os.fspath(root)
+        self.split = split
+        manifest = read_manifest(self.root)
+        splits = manifest["splits"]
+        if split not in splits:
+            have = ", ".join(s for s in SPLITS if s in splits) or "none"
+            raise ValueError(f"image store {self.root} has no {split!r} split (it has: {have})")
+        if splits[split]["count"] == 0:
+            raise ValueError(f"split {split!r} of image store {self.root} is empty (0 images); "
+                             f"see {os.path.join(self.root, 'skipped.json')} for skipped files")
+        self.classes = list(manifest["classes"])
+        folder = os.path.join(self.root, split)
+        index = np.load(os.path.join(folder, "index.npy"))
+        self._shard = index[:, 0].copy()
+        self._offset = index[:, 1].copy()
+        self._length = index[:, 2].copy()
+        self.labels = index[:, 3].astype(np.int64)
+        with open(os.path.join(folder, "filenames.txt")) as f:
+            self.filenames = f.read().splitlines()
+        if len(self.filenames) != len(self.labels):
+            raise ValueError(f"image store {self.root}/{split} is inconsistent: "
+                             f"{len(self.filenames)} file names for {len(self.labels)} images")
+        self._fds = {}
+        self._pid = None
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_fds"], state["_pid"] = {}, None  # file descriptors are per process
+        return state
+
+    def _fd(self, shard):
+        if self._pid != os.getpid():  # forked DataLoader worker: open our own files
+            self._fds, self._pid = {}, os.getpid()
+        fd = self._fds.get(shard)
+        if fd is None:
+            fd = os.open(os.path.join(self.root, self.split, shard_name(shard)), os.O_RDONLY)
+            self._fds[shard] = fd
+        return fd
+
+    def read_encoded(self, i):
+        """The stored encoded (JPEG) bytes of image i, for GPU decoding."""
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"image index {i} out of range for {len(self)} images")
+        i = int(i) % len(self)
+        n = int(self._length[i])
+        buf = os.pread(self._fd(int(self._shard[i])), n, int(self._offset[i]))
+        if len(buf) != n:
+            raise IOError(f"image store {self.root}/{self.split}: shard {int(self._shard[i])} "
+                          f"is truncated (image {i})")
+        return buf
+
+    def __getitem__(self, i):
+        return decode_image(self.read_encoded(i)), int(self.labels[i])
+
+    def close(self):
+        """Close the open shard files of this process."""
+        if self._pid == os.getpid():
+            for fd in self._fds.values():
+                os.close(fd)
+        self._fds = {}
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def load_stats(root):
+    """Training-set statistics: rgb_mean [3], pca_eigval [3] (desc), pca_eigvec [3,3] (columns), mean_image."""
+    root = os.fspath(root)
+    read_manifest(root)
+    with open(os.path.join(root, "stats.json")) as f:
+        s = json.load(f)
+    return {
+        "rgb_mean": np.asarray(s["rgb_mean"], dtype=np.float64),
+        "pca_eigval": np.asarray(s["pca_eigval"], dtype=np.float64),
+        "pca_eigvec": np.asarray(s["pca_eigvec"], dtype=np.float64),
+        "mean_image": np.load(os.path.join(root, "mean_image.npy")).astype(np.float32),
+    }
+
+

@@ -1,0 +1,357 @@
+"""AlexNet exactly as Krizhevsky, Sutskever & Hinton split it over two GPUs (NIPS 2012, section 3, figure 2).
+
+Two columns, one per device, each holding half the kernels of every layer. The columns exchange
+activations only at conv3, fc6, fc7 and fc8; conv2, conv4 and conv5 see only their own column's
+maps. With one device the same function runs as grouped convolutions (the fast path).
+
+    input 3 x 224 x 224 (mean-subtracted RGB, 0-255 scale)
+    conv1  96 (48 + 48) 11x11/4, zero pad (0, 3, 0, 3)  -> 55   ReLU, LRN, max-pool 3/2 -> 27
+    conv2 256 (128 + 128) 5x5 pad 2, own column          -> 27   ReLU, LRN, max-pool 3/2 -> 13
+    conv3 384 (192 + 192) 3x3 pad 1, both columns        -> 13   ReLU
+    conv4 384 (192 + 192) 3x3 pad 1, own column          -> 13   ReLU
+    conv5 256 (128 + 128) 3x3 pad 1, own column          -> 13   ReLU, max-pool 3/2 -> 6
+    fc6  4096 (2048 + 2048) from all 256 x 6 x 6               ReLU, dropout 0.5
+    fc7  4096 (2048 + 2048) from all 4096                      ReLU, dropout 0.5
+    fc8  1000 from all 4096 (on devices[0])                    (softmax in the loss)
+
+Whatever the layout, state_dict() is canonical: the Caffe bvlc_alexnet grouped layout (keys
+conv1.weight ... fc8.bias, conv2/4/5 weights with half the input channels, the first half of
+every layer's outputs = column 0, conv3 and FC inputs ordered [column 0, column 1], fc6's input
+the flattened 256 x 6 x 6 map in (C, H, W) order), so a checkpoint moves between layouts freely.
+"""
+import re
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from paper_repro.lrn import LocalResponseNorm
+
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+LINKS = ("input", "conv3", "fc6", "fc7", "fc8")  # every place activations cross between devices
+# Kernels per column at width 1 (the table of section 3). fc8 is num_classes, never scaled.
+COLUMN_CHANNELS = {"conv1": 48, "conv2": 128, "conv3": 192, "conv4": 192, "conv5": 128, "fc6": 2048, "fc7": 2048}
+BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # section 5: bias 1 "to accelerate the early stages"
+INPUT_SIZES = (224, 227)
+LRN_MODES = ("code", "paper", "none")
+POOLINGS = ("overlapping", "non-overlapping")
+VARIANTS = ("two-column", "one-column-half")
+
+
+def transfer(tensor, device, link):
+    """Move `tensor` to `device` for inter-column `link` (one of LINKS): the only cross-device move in forward."""
+    # non_blocking: a copy to a GPU is ordered on the device streams, so the host does not wait
+    # and both columns' kernels keep being queued. Never towards the CPU: host code would read the
+    # buffer before the copy lands. Same device: .to returns `tensor` itself.
+    return tensor.to(device, non_blocking=torch.device(device).type != "cpu")
+
+
+def _pooled(size, kernel, stride):
+    """Output size of a max-pool without padding (floor, as torch and the paper's 'equivalent dimensions')."""
+    return (size - kernel) // stride + 1
+
+
+def _normalise_device(device):
+    """Return `device` as a string with an explicit index for CUDA; raise ValueError if it is not usable."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"AlexNet: device {device!r} requested but CUDA is not available; pass devices=('cpu',)")
+        index = torch.cuda.current_device() if dev.index is None else dev.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"AlexNet: device {device!r} does not exist; this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+        dev = torch.device("cuda", index)
+    elif dev.type not in ("cpu", "meta") and dev.index is None:
+        dev = torch.device(dev.type, 0)  # tensors report an index: "mps" lives on "mps:0"
+    return str(dev)
+
+
+class ColumnConv2d(nn.Conv2d):
+    """nn.Conv2d that, on the CPU, runs a grouped convolution as one ungrouped conv per group.
+
+    Same parameters, same function, same state_dict: only the kernels differ. oneDNN's grouped
+    backward is slow on the CPU (measured: see _split_groups), while on CUDA cuDNN's grouped
+    convolutions are the fast path and run unchanged.
+    """
+
+    def forward(self, x):
+        """Convolve `x`; groups > 1 on the CPU as per-group convolutions concatenated along channels."""
+        if self.groups == 1 or x.device.type != "cpu" or self.padding_mode != "zeros":
+            return super().forward(x)
+        return _split_groups(self, x)
+
+
+def _split_groups(conv, x):
+    """conv(x) for a grouped `conv` as `groups` ungrouped F.conv2d calls on the channel slices."""
+    bias = conv.bias.chunk(conv.groups) if conv.bias is not None else (None,) * conv.groups
+    return torch.cat([F.conv2d(xi, wi, bi, conv.stride, conv.padding, conv.dilation)
+                      for xi, wi, bi in zip(x.chunk(conv.groups, 1), conv.weight.chunk(conv.groups), bias)], 1)
+
+
+def _make_layers(m, spec, parts, lrn, pool, input_size, dropout):
+    """Give `m` the layers conv1..fc7 of `spec` (canonical shapes), its 1/`parts` share of every output."""
+    def split(name):
+        cin, cout, _, groups = spec[name]
+        if parts == 1:
+            return cin, cout, groups
+        # A column's share of a grouped layer is one group; of a full layer, all inputs.
+        return (cin // groups if groups > 1 else cin), cout // parts, 1
+
+    lrn_groups = spec["conv2"][3] if parts == 1 else 1  # the one-device layout holds both columns
+    # The authors' code took 224 crops and rounded conv1's output size up: the last filter row and
+    # column hang 3 px over zeros at the bottom and right, i.e. zero padding (0, 3, 0, 3) -> 55.
+    m.pad1 = nn.ZeroPad2d((0, 3, 0, 3)) if input_size == 224 else nn.Identity()
+    cin, cout, g = split("conv1")
+    m.conv1 = nn.Conv2d(cin, cout, 11, stride=4, groups=g)                    # 55 x 55
+    m.lrn1 = LocalResponseNorm(convention=lrn, groups=lrn_groups) if lrn != "none" else nn.Identity()
+    m.pool1 = nn.MaxPool2d(*pool)                                             # 27 x 27
+    for name, k in (("conv2", 5), ("conv3", 3), ("conv4", 3), ("conv5", 3)):
+        cin, cout, g = split(name)
+        setattr(m, name, ColumnConv2d(cin, cout, k, padding=k // 2, groups=g))   # conv2 27; conv3-5 13
+        if name == "conv2":
+            m.lrn2 = LocalResponseNorm(convention=lrn, groups=lrn_groups) if lrn != "none" else nn.Identity()
+            m.pool2 = nn.MaxPool2d(*pool)                                     # 13 x 13
+    m.pool5 = nn.MaxPool2d(*pool)                                             # 6 x 6
+    # Dropout on fc6's and fc7's outputs, as the paper describes it (torchvision puts the same
+    # masks on the inputs of fc6 and fc7 instead, which is not the same net).
+    cin, cout, _ = split("fc6")
+    m.fc6 = nn.Linear(cin, cout)
+    m.drop6 = nn.Dropout(dropout)
+    cin, cout, _ = split("fc7")
+    m.fc7 = nn.Linear(cin, cout)
+
+
+def _conv1_conv2(m, x):
+    """A column's conv1..pool2 (its own maps only)."""
+    x = m.pool1(m.lrn1(F.relu(m.conv1(m.pad1(x)), inplace=True)))  # 55 -> 27
+    return m.pool2(m.lrn2(F.relu(m.conv2(x), inplace=True)))       # 27 -> 13
+
+
+def _conv3_conv5(m, x):
+    """A column's conv3 (input: both columns' maps) to the flattened pool5 (C, H, W order)."""
+    x = F.relu(m.conv3(x), inplace=True)                           # 13
+    x = F.relu(m.conv4(x), inplace=True)                           # 13
+    x = m.pool5(F.relu(m.conv5(x), inplace=True))                  # 13 -> 6
+    return torch.flatten(x, 1)  # not .view: a channels_last map is not contiguous in (C, H, W)
+
+
+class _Column(nn.Module):
+    """One GPU's half of the net, conv1..fc7 (figure 2, top or bottom)."""
+
+    def __init__(self, spec, lrn, pool, input_size, dropout):
+        """Build the column's layers from the canonical `spec`."""
+        super().__init__()
+        _make_layers(self, spec, 2, lrn, pool, input_size, dropout)
+
+
+class AlexNet(nn.Module):
+    """The paper's net on one or two devices; state_dict() is canonical (Caffe grouped layout) in both."""
+
+    def __init__(self, num_classes=1000, devices=("cuda:0", "cuda:1"), width=1.0, input_size=224,
+                 lrn="code", pooling="overlapping", variant="two-column", bias_init=1.0, dropout=0.5):
+        """Build the net (see README / the module docstring for every option) and initialise it as the paper."""
+        super().__init__()
+        if isinstance(devices, (str, torch.device)) or not 1 <= len(devices) <= 2:
+            raise ValueError(f"AlexNet: devices must be a tuple of one or two devices, e.g. ('cuda:0', 'cuda:1') "
+                             f"or ('cpu',); got {devices!r}")
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"AlexNet: num_classes must be a positive int; got {num_classes!r}")
+        if not width > 0:
+            raise ValueError(f"AlexNet: width must be > 0 (1.0 is the paper); got {width!r}")
+        if input_size not in INPUT_SIZES:
+            raise ValueError(f"AlexNet: input_size must be 224 (authors' code, conv1 padded) or 227 (Caffe); "
+                             f"got {input_size!r}")
+        for arg, value, allowed in (("lrn", lrn, LRN_MODES), ("pooling", pooling, POOLINGS),
+                                    ("variant", variant, VARIANTS)):
+            if value not in allowed:
+                raise ValueError(f"AlexNet: {arg} must be one of {allowed}; got {value!r}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"AlexNet: dropout must be in [0, 1); got {dropout!r}")
+        self.num_classes, self.width, self.input_size = num_classes, float(width), input_size
+        self.lrn, self.pooling, self.variant = lrn, pooling, variant
+        self.bias_init, self.dropout = float(bias_init), float(dropout)
+
+        # width scales every column's kernel count, rounded to the nearest int (at least 1), so the
+        # two columns stay equal and grouped shapes stay integral.
+        per = {name: max(1, round(n * width)) for name, n in COLUMN_CHANNELS.items()}
+        if variant == "two-column":
+            columns, out = 2, {name: 2 * n for name, n in per.items()}
+        else:  # section 3.2's one-GPU net: half the kernels in conv1-conv4; conv5 and the FC layers not halved
+            columns = 1
+            out = dict(per, conv5=2 * per["conv5"], fc6=2 * per["fc6"], fc7=2 * per["fc7"])
+        pool = (3, 2) if pooling == "overlapping" else (2, 2)
+        size = {"conv1": 55}  # 224 + 3 px of padding or 227: (227 - 11) / 4 + 1
+        size["pool1"] = size["conv2"] = _pooled(55, *pool)
+        size["pool2"] = size["conv3"] = size["conv4"] = size["conv5"] = _pooled(size["pool1"], *pool)
+        size["pool5"] = _pooled(size["pool2"], *pool)
+        self.sizes = size  # spatial size of every layer's output: 55, 27, 27, 13, 13, 13, 13, 6
+        s = size["pool5"]
+        # Canonical (grouped) shapes: name -> (in, out, kernel or 0 for FC, groups).
+        self._spec = {
+            "conv1": (3, out["conv1"], 11, 1),
+            "conv2": (out["conv1"], out["conv2"], 5, columns),
+            "conv3": (out["conv2"], out["conv3"], 3, 1),
+            "conv4": (out["conv3"], out["conv4"], 3, columns),
+            "conv5": (out["conv4"], out["conv5"], 3, columns),
+            "fc6": (out["conv5"] * s * s, out["fc6"], 0, 1),
+            "fc7": (out["fc6"], out["fc7"], 0, 1),
+            "fc8": (out["fc7"], num_classes, 0, 1),
+        }
+        devices = tuple(_normalise_device(d) for d in devices)
+        # The one-column variant is one GPU's net: it runs on devices[0] whatever else is given.
+        self.devices = devices if columns == 2 else devices[:1]
+        self.two_column = len(self.devices) == 2
+        self._mismatched = set()  # canonical keys of a load with the wrong shape (see _from_canonical)
+
+        # Build on the meta device: no memory or RNG is spent on a default init we would overwrite.
+        with torch.device("meta"):
+            if self.two_column:
+                self.columns = nn.ModuleList(_Column(self._spec, lrn, pool, input_size, dropout) for _ in range(2))
+            else:
+                _make_layers(self, self._spec, 1, lrn, pool, input_size, dropout)
+            self.drop7 = nn.Dropout(dropout)
+            self.fc8 = nn.Linear(out["fc7"], num_classes)
+        if self.two_column:
+            for column, device in zip(self.columns, self.devices):
+                column.to_empty(device=device)
+            self.fc8.to_empty(device=self.devices[0])
+            _register_hooks(self)
+        else:
+            self.to_empty(device=self.devices[0])
+        self._init_weights()
+
+    def canonical_shapes(self):
+        """Return {state_dict key: shape} of the canonical (Caffe grouped) layout for this configuration."""
+        shapes = {}
+        for name, (cin, cout, k, groups) in self._spec.items():
+            shapes[name + ".weight"] = (cout, cin // groups, k, k) if k else (cout, cin)
+            shapes[name + ".bias"] = (cout,)
+        return shapes
+
+    @torch.no_grad()
+    def _init_weights(self):
+        """The paper's init (section 5): N(0, 0.01) weights; bias_init in conv2, conv4, conv5, fc6, fc7; else 0."""
+        # Drawn as canonical tensors on the CPU generator in a fixed order, then loaded: the same
+        # seed gives the same net in either layout and on any device.
+        state = {}
+        for key, shape in self.canonical_shapes().items():
+            if key.endswith(".weight"):
+                state[key] = torch.empty(shape).normal_(0.0, 0.01)
+            else:
+                state[key] = torch.full(shape, self.bias_init if key.split(".")[0] in BIAS_ONE else 0.0)
+        self.load_state_dict(state)
+
+    def config(self):
+        """Return the constructor's arguments except devices (JSON-able), to rebuild this net."""
+        return {"num_classes": self.num_classes, "width": self.width, "input_size": self.input_size,
+                "lrn": self.lrn, "pooling": self.pooling, "variant": self.variant,
+                "bias_init": self.bias_init, "dropout": self.dropout}
+
+    def _check_input(self, x):
+        """Raise TypeError / ValueError naming what was expected when `x` is not a batch this net takes."""
+        size = self.input_size
+        expected = f"a float batch N x 3 x {size} x {size} on {self.devices[0]}"
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"AlexNet expects {expected}; got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"AlexNet expects {expected}; got a {x.dim()}-d tensor of shape {tuple(x.shape)}"
+                             + (" (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else ""))
+        if x.shape[1] != 3:
+            raise ValueError(f"AlexNet expects {expected}; got {x.shape[1]} channels (shape {tuple(x.shape)}); "
+                             "pass N x C x H x W RGB")
+        if tuple(x.shape[2:]) != (size, size):
+            raise ValueError(f"AlexNet expects {expected}; got {x.shape[2]} x {x.shape[3]} images "
+                             f"(this net was built with input_size={size})")
+        if not x.is_floating_point():
+            raise TypeError(f"AlexNet expects {expected}; got dtype {x.dtype} "
+                            "(subtract the mean image and convert to float first)")
+        if str(x.device) != self.devices[0]:
+            raise ValueError(f"AlexNet expects {expected}; got a tensor on {x.device} "
+                             f"(move it with x.to({self.devices[0]!r}))")
+
+    def _exchange(self, xs, link):
+        """Give every column the concatenation [column 0, column 1] of `xs` on its own device."""
+        return [torch.cat([x if j == i else transfer(x, device, link) for j, x in enumerate(xs)], 1)
+                for i, device in enumerate(self.devices)]
+
+    def _fc7(self, x):
+        """Post-ReLU fc7 activations (N x 4096 at width 1) on devices[0], columns in order."""
+        self._check_input(x)
+        if not self.two_column:
+            x = _conv3_conv5(self, _conv1_conv2(self, x))
+            x = self.drop6(F.relu(self.fc6(x), inplace=True))
+            return F.relu(self.fc7(x), inplace=True)
+        # Each stage is issued for column 0, then column 1, with nothing in between that waits: on
+        # two GPUs the kernels of the two columns run concurrently, meeting only at the links.
+        # Both columns on one device share its stream and simply run one after the other.
+        cols = self.columns
+        xs = [x, transfer(x, self.devices[1], "input")]  # both GPUs see the same image
+        xs = [_conv1_conv2(c, x) for c, x in zip(cols, xs)]
+        xs = [_conv3_conv5(c, x) for c, x in zip(cols, self._exchange(xs, "conv3"))]
+        xs = self._exchange(xs, "fc6")
+        xs = [c.drop6(F.relu(c.fc6(x), inplace=True)) for c, x in zip(cols, xs)]
+        xs = [F.relu(c.fc7(x), inplace=True) for c, x in zip(cols, self._exchange(xs, "fc7"))]
+        return torch.cat([xs[0], transfer(xs[1], self.devices[0], "fc8")], 1)
+
+    def forward(self, x):
+        """Return the logits (N x num_classes, on devices[0]) for a batch `x` on devices[0]."""
+        return self.fc8(self.drop7(self._fc7(x)))
+
+    def fc7_features(self, x):
+        """Return the post-ReLU fc7 activations (figure 4's 4096-d codes); call eval() first to switch off dropout."""
+        return self._fc7(x)
+
+
+def _to_canonical(model, state_dict, prefix, local_metadata):
+    """state_dict post-hook: replace the two columns' halves by the canonical tensors (column 0 first)."""
+    with torch.no_grad():  # keep_vars=True would otherwise return a graph, not tensors
+        canonical = {}
+        for name in LAYERS:
+            for p in ("weight", "bias"):
+                if name == "fc8":
+                    value = state_dict.pop(f"{prefix}fc8.{p}")
+                else:
+                    halves = [state_dict.pop(f"{prefix}columns.{i}.{name}.{p}") for i in range(2)]
+                    value = torch.cat([h.to(model.devices[0]) for h in halves], 0)
+                canonical[f"{prefix}{name}.{p}"] = value
+    state_dict.update(canonical)  # canonical order: conv1.weight, conv1.bias, ..., fc8.bias
+
+
+def _from_canonical(model, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    """load_state_dict pre-hook: split each canonical tensor into the two columns' halves."""
+    shapes = model.canonical_shapes()
+    model._mismatched = set()
+    for name in LAYERS[:-1]:
+        for p in ("weight", "bias"):
+            key = f"{prefix}{name}.{p}"
+            if key not in state_dict:
+                continue  # reported by load_state_dict as the columns' missing keys
+            value = state_dict.pop(key)
+            want = shapes[f"{name}.{p}"]
+            if tuple(value.shape) != want:  # torch's own message, as the one-device layout gives
+                error_msgs.append(f"size mismatch for {key}: copying a param with shape {value.shape} from "
+                                  f"checkpoint, the shape in current model is {torch.Size(want)}.")
+                model._mismatched.add(key)  # present, only the wrong size: not a missing key
+                continue
+            for i, half in enumerate(value.chunk(2, 0)):
+                state_dict[f"{prefix}columns.{i}.{name}.{p}"] = half
+
+
+def _canonical_key_names(model, incompatible_keys):
+    """load_state_dict post-hook: report a two-column model's missing keys by their canonical names."""
+    missing = incompatible_keys.missing_keys
+    renamed = [re.sub(r"columns\.[01]\.(conv[1-5]|fc[67])\.(weight|bias)$", r"\1.\2", key) for key in missing]
+    mismatched, model._mismatched = model._mismatched, set()
+    # Both columns' halves name the same canonical key.
+    missing[:] = [key for key in dict.fromkeys(renamed) if key not in mismatched]
+
+
+def _register_hooks(model):
+    """Make state_dict()/load_state_dict() of a two-column model speak the canonical layout."""
+    if hasattr(model, "register_state_dict_post_hook"):  # torch >= 2.5
+        model.register_state_dict_post_hook(_to_canonical)
+    else:
+        model._register_state_dict_hook(_to_canonical)
+    model._register_load_state_dict_pre_hook(_from_canonical, with_module=True)
+    model.register_load_state_dict_post_hook(_canonical_key_names)

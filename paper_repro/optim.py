@@ -1,0 +1,57 @@
+"""The paper's SGD: momentum and weight decay with the learning rate inside the velocity."""
+from collections import defaultdict
+
+import torch
+
+
+class PaperSGD(torch.optim.Optimizer):
+    """v <- momentum*v - weight_decay*lr*w - lr*grad;  w <- w + v  (section 5 of the paper).
+
+    torch.optim.SGD keeps v <- momentum*v + grad and steps w <- w - lr*v, so a learning-rate
+    drop there rescales the whole velocity at once; here the old velocity keeps its size and
+    only the new contributions use the new rate, as in the authors' code.
+    """
+
+    def __init__(self, params, lr, momentum=0.9, weight_decay=0.0005, foreach=True):
+        if lr < 0 or momentum < 0 or weight_decay < 0:
+            raise ValueError(f"PaperSGD: lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=foreach))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Apply one update to every parameter that has a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
+            # _foreach ops want one device and dtype per list: the two columns may sit on two GPUs.
+            buckets = defaultdict(lambda: ([], [], []))
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("PaperSGD does not support sparse gradients")
+                state = self.state[p]
+                if "velocity" not in state:
+                    state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                ws, gs, vs = buckets[(p.device, p.dtype)]
+                ws.append(p)
+                gs.append(p.grad)
+                vs.append(state["velocity"])
+            for ws, gs, vs in buckets.values():
+                if group["foreach"]:
+                    torch._foreach_mul_(vs, m)
+                    if wd != 0:
+                        torch._foreach_add_(vs, ws, alpha=-wd * lr)
+                    torch._foreach_add_(vs, gs, alpha=-lr)
+                    torch._foreach_add_(ws, vs)
+                else:
+                    for w, g, v in zip(ws, gs, vs):
+                        v.mul_(m)
+                        if wd != 0:
+                            v.add_(w, alpha=-wd * lr)
+                        v.add_(g, alpha=-lr)
+                        w.add_(v)
+        return loss

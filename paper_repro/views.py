@@ -1,0 +1,77 @@
+"""The paper's test-time views: four corner patches, the centre patch and their reflections."""
+import torch
+
+# Order of the views in the output (per image). The centre comes first so that `--views 1` is the
+# first of the ten; the reflections follow in the same order.
+VIEW_NAMES = (
+    "centre", "top-left", "top-right", "bottom-left", "bottom-right",
+    "centre-flip", "top-left-flip", "top-right-flip", "bottom-left-flip", "bottom-right-flip",
+)
+IMAGE_SIZE = 256
+
+
+def view_offsets(input_size, image_size=IMAGE_SIZE):
+    """Return the (row, column) offsets of the five unreflected patches, in VIEW_NAMES order."""
+    if not 0 < input_size <= image_size:
+        raise ValueError(f"patch size {input_size} must be between 1 and the image size {image_size}")
+    far = image_size - input_size
+    mid = far // 2
+    return ((mid, mid), (0, 0), (0, far), (far, 0), (far, far))
+
+
+def _index_grids(input_size, views, image_size, device):
+    """Row and column index grids (V x S x 1, V x 1 x S) that cut all views with one gather."""
+    offsets = view_offsets(input_size, image_size)
+    ar = torch.arange(input_size, device=device)
+    rows, cols = [], []
+    for flip in (False, True):
+        for r, c in offsets:
+            rows.append(r + ar)
+            # A reflected patch reads its columns right to left; reading the mean image with the same
+            # indices reflects the mean-subtracted patch, as the paper's "reflections of the patches".
+            cols.append(c + ar.flip(0) if flip else c + ar)
+    rows = torch.stack(rows)[:views]
+    cols = torch.stack(cols)[:views]
+    return rows[:, :, None], cols[:, None, :]
+
+
+class TenViews:
+    """Cut the paper's 10 test views (or the centre alone) from uint8 N x 256 x 256 x 3 batches.
+
+    Output: float32 (N*V) x 3 x S x S, image-major (the V views of image 0 first), each patch minus
+    the mean image at that patch's own location. Runs on the device of the batch.
+    """
+
+    def __init__(self, mean_image, input_size=224, views=10):
+        if views not in (1, 10):
+            raise ValueError(f"views must be 10 (the paper's test) or 1 (centre patch), got {views}")
+        mean_image = torch.as_tensor(mean_image, dtype=torch.float32)
+        if mean_image.ndim != 3 or mean_image.shape[2] != 3 or mean_image.shape[0] != mean_image.shape[1]:
+            raise ValueError(f"mean image must be H x H x 3, got shape {tuple(mean_image.shape)}")
+        self.mean_image = mean_image
+        self.input_size = input_size
+        self.views = views
+        self.image_size = mean_image.shape[0]
+        self._cache = {}
+
+    def _grids(self, device):
+        key = str(device)
+        if key not in self._cache:
+            rows, cols = _index_grids(self.input_size, self.views, self.image_size, device)
+            mean = self.mean_image.to(device)[rows, cols]  # V x S x S x 3
+            self._cache[key] = (rows, cols, mean)
+        return self._cache[key]
+
+    def __call__(self, images):
+        if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (
+            self.image_size, self.image_size, 3,
+        ):
+            raise ValueError(
+                f"expected a uint8 batch N x {self.image_size} x {self.image_size} x 3, "
+                f"got {images.dtype} {tuple(images.shape)}"
+            )
+        rows, cols, mean = self._grids(images.device)
+        patches = images[:, rows, cols]  # one gather: N x V x S x S x 3, still uint8
+        patches = patches.float() - mean
+        n, v, s = patches.shape[0], patches.shape[1], self.input_size
+        return patches.permute(0, 1, 4, 2, 3).reshape(n * v, 3, s, s).contiguous()

@@ -1,0 +1,75 @@
+"""The small shared pieces: --gpus parsing, atomic writes, checkpoints, top-k metrics."""
+import os
+
+import pytest
+import torch
+
+from paper_repro.checkpoint import atomic_write, atomic_write_json, load_checkpoint, save_checkpoint
+from paper_repro.devices import parse_gpus
+from paper_repro.metrics import topk_errors, topk_predictions
+
+
+@pytest.mark.parametrize(
+    "spec, count, expected",
+    [("0,1", 2, ("cuda:0", "cuda:1")), ("0,0", 1, ("cuda:0", "cuda:0")), ("0", 1, ("cuda:0",)),
+     ("cpu", 0, ("cpu",)), ("cpu,cpu", 0, ("cpu", "cpu")), (" 1 , 0 ", 2, ("cuda:1", "cuda:0"))],
+)
+def test_parse_gpus(spec, count, expected):
+    assert parse_gpus(spec, local_rank=0, cuda_count=count) == expected
+
+
+def test_parse_gpus_torchrun_shifts_each_process_to_its_own_pair():
+    assert parse_gpus("0,1", local_rank=1, cuda_count=4) == ("cuda:2", "cuda:3")
+    assert parse_gpus("0,0", local_rank=3, cuda_count=4) == ("cuda:3", "cuda:3")
+
+
+@pytest.mark.parametrize(
+    "spec, count, message",
+    [
+        ("0,1", 1, "--gpus '0,1': cuda:1 does not exist; this machine has 1 CUDA device (cuda:0); "
+                   "pass --gpus 0,0 for both columns on one GPU, or --gpus 0"),
+        ("0", 0, "--gpus '0': this machine has no CUDA device; pass --gpus cpu (or cpu,cpu for two columns)"),
+        ("0,1,2", 4, "--gpus '0,1,2': expected one or two comma-separated entries, e.g. 0,1 or 0 or cpu"),
+        ("cpu,0", 1, "--gpus 'cpu,0': mixing cpu and GPU columns is not supported; pass cpu,cpu or GPU indices"),
+        ("a", 1, "--gpus 'a': entries must be GPU indices (0, 1, ...) or 'cpu'"),
+    ],
+)
+def test_parse_gpus_errors(spec, count, message):
+    with pytest.raises(ValueError) as e:
+        parse_gpus(spec, local_rank=0, cuda_count=count)
+    assert str(e.value) == message
+
+
+def test_atomic_write_keeps_old_file_when_the_writer_fails(tmp_path):
+    path = tmp_path / "f.json"
+    atomic_write_json(path, {"a": 1})
+
+    def boom(f):
+        f.write(b"partial")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, boom)
+    assert path.read_text() == '{\n  "a": 1\n}\n'
+    assert os.listdir(tmp_path) == ["f.json"]  # no temp file left behind
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    obj = {"model": {"w": torch.arange(6.0).view(2, 3)}, "epoch": 3, "rng": torch.get_rng_state()}
+    save_checkpoint(tmp_path / "c.pt", obj)
+    back = load_checkpoint(tmp_path / "c.pt")
+    assert torch.equal(back["model"]["w"], obj["model"]["w"]) and back["epoch"] == 3
+    with pytest.raises(FileNotFoundError, match="checkpoint .*missing.pt does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="could not be loaded with weights_only=True"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_topk_ties_rank_lower_index_first_and_errors_count():
+    scores = torch.tensor([[0.1, 0.3, 0.3, 0.3, 0.0, 0.3, 0.3],
+                           [0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0.0]])
+    pred = topk_predictions(scores, k=5)
+    assert pred.tolist() == [[1, 2, 3, 5, 6], [0, 1, 2, 3, 4]]
+    labels = torch.tensor([6, 5])
+    assert topk_errors(pred, labels) == {1: 2, 5: 1}

@@ -1,0 +1,523 @@
+"""The faithful two-column AlexNet (issue 2), checked on the CPU against an independent computation."""
+import io
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import paper_repro.model as model_mod
+from paper_repro.lrn import local_response_norm
+from paper_repro.model import LAYERS, AlexNet
+
+ONE, TWO = ("cpu",), ("cpu", "cpu")
+CANONICAL_WIDTH1 = {
+    "conv1.weight": (96, 3, 11, 11), "conv1.bias": (96,),
+    "conv2.weight": (256, 48, 5, 5), "conv2.bias": (256,),
+    "conv3.weight": (384, 256, 3, 3), "conv3.bias": (384,),
+    "conv4.weight": (384, 192, 3, 3), "conv4.bias": (384,),
+    "conv5.weight": (256, 192, 3, 3), "conv5.bias": (256,),
+    "fc6.weight": (4096, 9216), "fc6.bias": (4096,),
+    "fc7.weight": (4096, 4096), "fc7.bias": (4096,),
+    "fc8.weight": (1000, 4096), "fc8.bias": (1000,),
+}
+# width=0.125 keeps whole-net tests fast: per column 6, 16, 24, 24, 16 kernels and 256, 256 FC units.
+SMALL = dict(num_classes=10, width=0.125)
+
+
+# ---------------------------------------------------------------- an independent reference
+
+
+def lrn_formula(x, groups, alpha):
+    """b_i = a_i / (2 + alpha * sum_{j=i-2}^{i+2} a_j^2)^0.75, the window clipped to i's group, by explicit loops."""
+    c = x.shape[1] // groups
+    out = []
+    for g in range(groups):
+        for i in range(c):
+            lo, hi = g * c + max(0, i - 2), g * c + min(c, i + 3)
+            s = sum(x[:, j] ** 2 for j in range(lo, hi))
+            out.append(x[:, g * c + i] / (2 + alpha * s) ** 0.75)
+    return torch.stack(out, 1)
+
+
+def reference(sd, x, groups=2, lrn="code", pool=(3, 2), input_size=224):
+    """The net from a canonical state_dict with torch.nn.functional only; returns (logits, post-ReLU fc7)."""
+    alpha = {"code": 1e-4 / 5, "paper": 1e-4}.get(lrn)
+
+    def norm(h):
+        return h if lrn == "none" else lrn_formula(h, groups, alpha)
+
+    if input_size == 224:
+        x = F.pad(x, (0, 3, 0, 3))
+    h = F.max_pool2d(norm(F.relu(F.conv2d(x, sd["conv1.weight"], sd["conv1.bias"], stride=4))), *pool)
+    h = F.max_pool2d(norm(F.relu(F.conv2d(h, sd["conv2.weight"], sd["conv2.bias"], padding=2, groups=groups))),
+                     *pool)
+    h = F.relu(F.conv2d(h, sd["conv3.weight"], sd["conv3.bias"], padding=1))
+    h = F.relu(F.conv2d(h, sd["conv4.weight"], sd["conv4.bias"], padding=1, groups=groups))
+    h = F.max_pool2d(F.relu(F.conv2d(h, sd["conv5.weight"], sd["conv5.bias"], padding=1, groups=groups)), *pool)
+    h = F.relu(F.linear(h.reshape(h.shape[0], -1), sd["fc6.weight"], sd["fc6.bias"]))
+    h7 = F.relu(F.linear(h, sd["fc7.weight"], sd["fc7.bias"]))
+    return F.linear(h7, sd["fc8.weight"], sd["fc8.bias"]), h7
+
+
+def canonical_grads(model):
+    """The gradients of `model`'s parameters in the canonical layout (column halves concatenated)."""
+    if not model.two_column:
+        return {name: p.grad for name, p in model.named_parameters()}
+    grads = {}
+    for name in LAYERS:
+        for p in ("weight", "bias"):
+            if name == "fc8":
+                grads[f"fc8.{p}"] = getattr(model.fc8, p).grad
+            else:
+                grads[f"{name}.{p}"] = torch.cat([getattr(getattr(c, name), p).grad for c in model.columns])
+    return grads
+
+
+def exercising_state(model, seed=0):
+    """A canonical state where the signal survives all layers and ReLU, LRN and every bias really matter."""
+    g = torch.Generator().manual_seed(seed)
+    sd = model.state_dict()
+    for key, value in sd.items():
+        if key.endswith(".bias"):
+            sd[key] = torch.randn(value.shape, generator=g, dtype=value.dtype) * 0.5
+        else:  # He-like scale instead of the paper's 0.01, so the output depends on the image
+            sd[key] = value * (2 / value[0].numel()) ** 0.5 / 0.01
+    sd["conv1.weight"] = sd["conv1.weight"] * 3  # large conv1 maps: the LRN denominator is far from k
+    return sd
+
+
+def images(n=2, size=224, seed=0, dtype=torch.float32):
+    """Mean-subtracted-looking RGB on the 0-255 scale."""
+    return (torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 60).to(dtype)
+
+
+# ---------------------------------------------------------------- width 1: counts, shapes, init
+
+
+@pytest.fixture(scope="module")
+def full_nets():
+    """The paper's net at width 1 in both layouts, built from the same seed."""
+    torch.manual_seed(0)
+    one = AlexNet(devices=ONE)
+    torch.manual_seed(0)
+    two = AlexNet(devices=TWO)
+    return one, two
+
+
+def test_width1_parameter_count_and_canonical_state_dict(full_nets):
+    for net in full_nets:
+        assert sum(p.numel() for p in net.parameters()) == 60_965_224
+        sd = net.state_dict()
+        assert list(sd) == list(CANONICAL_WIDTH1)  # exactly the 16 Caffe keys, in order
+        assert {k: tuple(v.shape) for k, v in sd.items()} == CANONICAL_WIDTH1
+        assert net.canonical_shapes() == CANONICAL_WIDTH1
+    one, two = full_nets
+    assert two.two_column and not one.two_column
+    assert [tuple(two.columns[0].conv2.weight.shape), tuple(two.columns[1].fc6.weight.shape)] == [
+        (128, 48, 5, 5), (2048, 9216)]
+
+
+def test_same_seed_same_canonical_init_in_both_layouts(full_nets):
+    a, b = (net.state_dict() for net in full_nets)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_init_statistics(full_nets):
+    sd = full_nets[1].state_dict()
+    for name in LAYERS:
+        w, b = sd[f"{name}.weight"], sd[f"{name}.bias"]
+        n = w.numel()
+        # N(0, 0.01): the sample mean and std within 5 standard errors.
+        assert abs(w.mean().item()) < 5 * 0.01 / n ** 0.5, name
+        assert abs(w.std().item() / 0.01 - 1) < 5 / (2 * n) ** 0.5, name
+        want = 1.0 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
+        assert torch.equal(b, torch.full_like(b, want)), name
+
+
+def test_bias_init_option():
+    net = AlexNet(devices=TWO, bias_init=0.1, **SMALL)
+    sd = net.state_dict()
+    for name in LAYERS:
+        b = sd[f"{name}.bias"]
+        want = 0.1 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
+        assert torch.equal(b, torch.full_like(b, want)), name
+
+
+def output_sizes(net, x):
+    """Forward `x` and return {layer: output shape} for conv1..pool5 of column 0 (or the whole net)."""
+    m = net.columns[0] if net.two_column else net
+    shapes, hooks = {}, []
+    for name in ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"):
+        hooks.append(getattr(m, name).register_forward_hook(
+            lambda mod, inp, out, name=name: shapes.__setitem__(name, tuple(out.shape))))
+    with torch.no_grad():
+        logits = net(x)
+    for h in hooks:
+        h.remove()
+    return shapes, tuple(logits.shape)
+
+
+@pytest.mark.parametrize("layout", [ONE, TWO], ids=["one-device", "two-column"])
+def test_width1_layer_output_sizes(full_nets, layout):
+    net = full_nets[0] if layout == ONE else full_nets[1]
+    shapes, logits = output_sizes(net.eval(), images(1))
+    k = 2 if net.two_column else 1  # a column holds half the kernels
+    assert shapes == {
+        "conv1": (1, 96 // k, 55, 55), "pool1": (1, 96 // k, 27, 27),
+        "conv2": (1, 256 // k, 27, 27), "pool2": (1, 256 // k, 13, 13),
+        "conv3": (1, 384 // k, 13, 13), "conv4": (1, 384 // k, 13, 13),
+        "conv5": (1, 256 // k, 13, 13), "pool5": (1, 256 // k, 6, 6),
+    }
+    assert logits == (1, 1000)
+    assert net.sizes == {"conv1": 55, "pool1": 27, "conv2": 27, "pool2": 13, "conv3": 13, "conv4": 13,
+                         "conv5": 13, "pool5": 6}
+
+
+# ---------------------------------------------------------------- variants and width
+
+
+def test_one_column_half_variant_count_and_shapes():
+    net = AlexNet(devices=TWO, variant="one-column-half")  # one GPU's net: runs on devices[0] only
+    assert net.devices == ("cpu",) and not net.two_column
+    expected = (48 * 3 * 11 * 11 + 48          # conv1: half of 96
+                + 128 * 48 * 5 * 5 + 128       # conv2: half of 256, sees all 48
+                + 192 * 128 * 3 * 3 + 192      # conv3: half of 384
+                + 192 * 192 * 3 * 3 + 192      # conv4: half of 384
+                + 256 * 192 * 3 * 3 + 256      # conv5: NOT halved
+                + 4096 * 256 * 6 * 6 + 4096    # fc6: not halved
+                + 4096 * 4096 + 4096           # fc7
+                + 1000 * 4096 + 1000)          # fc8
+    assert expected == 59_798_312
+    assert sum(p.numel() for p in net.parameters()) == expected
+    assert net.canonical_shapes()["conv5.weight"] == (256, 192, 3, 3)
+    assert net.canonical_shapes()["conv2.weight"] == (128, 48, 5, 5)  # no groups: one column sees all maps
+
+
+@pytest.mark.parametrize("options", [dict(), dict(lrn="none"), dict(lrn="paper"), dict(input_size=227),
+                                     dict(pooling="non-overlapping")],
+                         ids=["default", "no-lrn", "paper-lrn", "227", "non-overlapping-pool"])
+def test_variant_shapes_and_counts_at_quarter_width(options):
+    size = options.get("input_size", 224)
+    expected = (24 * 3 * 11 * 11 + 24      # per column 12 = round(48 / 4)
+                + 64 * 12 * 5 * 5 + 64     # 32 per column, grouped
+                + 96 * 64 * 3 * 3 + 96     # 48 per column, sees both columns
+                + 96 * 48 * 3 * 3 + 96
+                + 64 * 48 * 3 * 3 + 64
+                + 1024 * 64 * 6 * 6 + 1024  # non-overlapping 2/2 pooling also ends at 6 x 6
+                + 1024 * 1024 + 1024
+                + 10 * 1024 + 10)
+    for devices in (ONE, TWO):
+        net = AlexNet(devices=devices, num_classes=10, width=0.25, **options).eval()
+        assert sum(p.numel() for p in net.parameters()) == expected
+        shapes, logits = output_sizes(net, images(1, size))
+        assert [shapes[k][2] for k in shapes] == [55, 27, 27, 13, 13, 13, 13, 6]
+        assert logits == (1, 10)
+
+
+def test_width_rounding():
+    shapes = AlexNet(devices=ONE, width=0.3).canonical_shapes()
+    # per column: round(48 * .3) = 14, round(128 * .3) = 38, round(192 * .3) = 58, round(2048 * .3) = 614
+    assert [shapes[f"{n}.weight"] for n in LAYERS] == [
+        (28, 3, 11, 11), (76, 14, 5, 5), (116, 76, 3, 3), (116, 58, 3, 3), (76, 58, 3, 3),
+        (1228, 76 * 36), (1228, 1228), (1000, 1228)]
+    assert AlexNet(devices=ONE, width=0.001, num_classes=3).canonical_shapes()["conv2.weight"] == (2, 1, 5, 5)
+
+
+def test_config_rebuilds_the_net():
+    net = AlexNet(devices=TWO, num_classes=7, width=0.125, input_size=227, lrn="paper",
+                  pooling="non-overlapping", bias_init=0.1, dropout=0.3)
+    config = json.loads(json.dumps(net.config()))
+    assert config == {"num_classes": 7, "width": 0.125, "input_size": 227, "lrn": "paper",
+                      "pooling": "non-overlapping", "variant": "two-column", "bias_init": 0.1, "dropout": 0.3}
+    again = AlexNet(devices=ONE, **config)
+    assert again.config() == config and again.canonical_shapes() == net.canonical_shapes()
+
+
+# ---------------------------------------------------------------- the function itself
+
+
+CONFIGS = {
+    "default": dict(),
+    "paper-lrn-227": dict(lrn="paper", input_size=227),
+    "no-lrn-2x2-pool": dict(lrn="none", pooling="non-overlapping"),
+    "one-column-half": dict(variant="one-column-half"),
+}
+
+
+@pytest.mark.parametrize("layout", [ONE, TWO], ids=["one-device", "two-column"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_forward_and_gradients_match_independent_grouped_computation(layout, name):
+    options = CONFIGS[name]
+    net = AlexNet(devices=layout, dropout=0.0, **SMALL, **options).double().train()
+    net.load_state_dict(exercising_state(net), strict=True)
+    size = options.get("input_size", 224)
+    x = images(2, size, dtype=torch.float64).requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    sd = {k: v.detach().clone().requires_grad_(True) for k, v in net.state_dict().items()}
+    groups = 1 if options.get("variant") == "one-column-half" else 2
+    pool = (2, 2) if options.get("pooling") == "non-overlapping" else (3, 2)
+    want, want_fc7 = reference(sd, x_ref, groups, options.get("lrn", "code"), pool, size)
+
+    got = net(x)
+    assert got.shape == (2, 10) and got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(net.fc7_features(x), want_fc7, rtol=1e-9, atol=1e-9)
+    assert (want[0] - want[1]).abs().max() > 1  # the output depends on the image
+
+    r = torch.randn(2, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (got * r).sum().backward()
+    (want * r).sum().backward()
+    grads = canonical_grads(net)
+    for key, value in sd.items():
+        torch.testing.assert_close(grads[key], value.grad, rtol=1e-7, atol=1e-12, msg=key)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-7, atol=1e-12)
+
+
+def test_lrn_actually_changes_the_output():
+    x = images(2)
+    net = AlexNet(devices=ONE, **SMALL).eval()
+    sd = exercising_state(net)
+    outs = []
+    for lrn in ("code", "paper", "none"):
+        other = AlexNet(devices=ONE, lrn=lrn, **SMALL).eval()
+        other.load_state_dict(sd)
+        with torch.no_grad():
+            outs.append(other(x))
+    assert (outs[0] - outs[1]).abs().max() > 1 and (outs[0] - outs[2]).abs().max() > 1
+
+
+@pytest.mark.parametrize("source,target", [(TWO, ONE), (ONE, TWO)], ids=["two-to-one", "one-to-two"])
+def test_checkpoint_crosses_layouts(source, target):
+    torch.manual_seed(1)
+    a = AlexNet(devices=source, **SMALL).eval()
+    a.load_state_dict(exercising_state(a))
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    torch.manual_seed(2)
+    b = AlexNet(devices=target, **SMALL).eval()
+    x = images(2)
+    with torch.no_grad():
+        assert not torch.allclose(a(x), b(x))
+        result = b.load_state_dict(torch.load(buf, weights_only=True), strict=True)
+        assert not result.missing_keys and not result.unexpected_keys
+        torch.testing.assert_close(b(x), a(x), rtol=1e-5, atol=1e-5)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_loading_another_width_fails_with_the_same_message_in_both_layouts():
+    other = AlexNet(devices=ONE, num_classes=10, width=0.25).state_dict()
+    messages = []
+    for layout in (ONE, TWO):
+        with pytest.raises(RuntimeError) as info:
+            AlexNet(devices=layout, **SMALL).load_state_dict(other)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert ("size mismatch for conv1.weight: copying a param with shape torch.Size([24, 3, 11, 11]) from "
+            "checkpoint, the shape in current model is torch.Size([12, 3, 11, 11]).") in messages[0]
+    assert "Missing key" not in messages[0]
+
+
+def test_missing_keys_have_canonical_names_in_both_layouts():
+    messages = []
+    for layout in (ONE, TWO):
+        net = AlexNet(devices=layout, **SMALL)
+        sd = net.state_dict()
+        del sd["conv2.weight"], sd["fc8.bias"]
+        assert net.load_state_dict(sd, strict=False).missing_keys == ["conv2.weight", "fc8.bias"]
+        with pytest.raises(RuntimeError) as info:
+            net.load_state_dict(sd)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert 'Missing key(s) in state_dict: "conv2.weight", "fc8.bias".' in messages[0]
+
+
+def test_transfers_happen_only_at_conv3_and_the_fc_layers(monkeypatch):
+    calls = []
+    real = model_mod.transfer
+
+    def counting(tensor, device, link):
+        calls.append((link, tuple(tensor.shape), str(device)))
+        return real(tensor, device, link)
+
+    monkeypatch.setattr(model_mod, "transfer", counting)
+    net = AlexNet(devices=TWO, **SMALL)
+    x = images(2)
+    net(x).sum().backward()  # backward adds no transfers of its own
+    # per column: conv2 16 maps of 13 x 13; pool5 16 x 6 x 6 = 576; fc6, fc7 256 units.
+    assert calls == [("input", (2, 3, 224, 224), "cpu"),
+                     ("conv3", (2, 16, 13, 13), "cpu"), ("conv3", (2, 16, 13, 13), "cpu"),
+                     ("fc6", (2, 576), "cpu"), ("fc6", (2, 576), "cpu"),
+                     ("fc7", (2, 256), "cpu"), ("fc7", (2, 256), "cpu"),
+                     ("fc8", (2, 256), "cpu")]
+    calls.clear()
+    AlexNet(devices=ONE, **SMALL)(x)
+    assert calls == []  # grouped convolutions: nothing moves
+
+
+def test_dropout_is_on_in_train_and_off_in_eval():
+    net = AlexNet(devices=TWO, **SMALL)
+    x = images(2)
+    with torch.no_grad():
+        assert not torch.equal(net.train()(x), net(x))
+        assert torch.equal(net.eval()(x), net(x))
+        assert torch.equal(net.fc7_features(x), net.fc7_features(x))
+        assert net.fc7_features(x).shape == (2, 512)
+        assert (net.fc7_features(x) >= 0).all()  # post-ReLU
+
+
+@pytest.mark.parametrize("layout", [ONE, TWO], ids=["one-device", "two-column"])
+def test_dropout_drops_half_of_the_post_relu_fc6_and_fc7_outputs(layout):
+    net = AlexNet(devices=layout, **SMALL).train()
+    m = net.columns[0] if net.two_column else net
+    seen = {}
+    for name, module in (("drop6", m.drop6), ("drop7", net.drop7)):
+        module.register_forward_hook(lambda mod, inp, out, name=name: seen.__setitem__(name, (inp[0], out)))
+    with torch.no_grad():
+        net(images(4))
+    assert set(seen) == {"drop6", "drop7"}
+    for name, (inp, out) in seen.items():
+        assert (inp >= 0).all(), name  # dropout acts on the ReLU's output, as in the paper
+        kept = out != 0
+        torch.testing.assert_close(out[kept], 2 * inp[kept])  # inverted dropout: x2 in training, x1 at test
+        dropped = (~kept & (inp != 0)).sum() / (inp != 0).sum()
+        assert 0.4 < dropped.item() < 0.6, name
+
+
+def test_state_dict_hooks_respect_a_parent_prefix():
+    two = torch.nn.ModuleDict({"net": AlexNet(devices=TWO, **SMALL)})  # e.g. DistributedDataParallel's "module."
+    one = torch.nn.ModuleDict({"net": AlexNet(devices=ONE, **SMALL)})
+    sd = two.state_dict()
+    assert list(sd) == ["net." + k for k in two["net"].canonical_shapes()]
+    one.load_state_dict(sd, strict=True)
+    two.load_state_dict(one.state_dict(), strict=True)
+    x = images(1)
+    with torch.no_grad():
+        torch.testing.assert_close(one["net"].eval()(x), two["net"].eval()(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", [ONE, TWO], ids=["one-device", "two-column"])
+def test_channels_last(layout):
+    net = AlexNet(devices=layout, **SMALL).eval()
+    x = images(2)
+    with torch.no_grad():
+        want = net(x)
+    net = net.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    got = net(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    got.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+# ---------------------------------------------------------------- LRN
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("convention,alpha", [("code", 1e-4 / 5), ("paper", 1e-4)])
+def test_lrn_matches_its_formula(groups, convention, alpha):
+    x = torch.relu(torch.randn(2, 12, 3, 4, dtype=torch.float64)) * 60
+    got = local_response_norm(x, convention=convention, groups=groups)
+    torch.testing.assert_close(got, lrn_formula(x, groups, alpha), rtol=1e-12, atol=0)
+    assert (got - x / 2 ** 0.75).abs().max() > 1  # the normalisation is doing something
+    if convention == "code" and groups == 1:  # torch's own LRN divides alpha by n too
+        torch.testing.assert_close(got, F.local_response_norm(x, 5, 1e-4, 0.75, 2.0), rtol=1e-12, atol=0)
+
+
+def test_lrn_half_precision_is_computed_in_fp32():
+    x = torch.relu(torch.randn(2, 10, 5, 5, generator=torch.Generator().manual_seed(0))) * 300
+    exact = lrn_formula(x.double(), 2, 1e-4 / 5)
+    # fp16 squares of 300 overflow (65504 max); the LRN casts up, so the result is finite and exact
+    # to fp16 rounding.
+    half = local_response_norm(x.half(), groups=2)
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    torch.testing.assert_close(half.double(), lrn_formula(x.half().double(), 2, 1e-4 / 5), rtol=2 ** -10, atol=1e-3)
+    # bf16: the result is the exact value of the bf16 input rounded once (within one bf16 ulp).
+    xb = x.bfloat16()
+    got = local_response_norm(xb, groups=2).double()
+    want = lrn_formula(xb.double(), 2, 1e-4 / 5)
+    assert ((got - want).abs() <= 2 ** -8 * want.abs() + 1e-30).all()
+    assert (want - exact).abs().max() > 0  # sanity: bf16 inputs really are rounded
+
+
+def test_bf16_autocast_stays_close_to_fp32():
+    torch.manual_seed(0)
+    net = AlexNet(devices=TWO, num_classes=10, width=0.25).eval()
+    net.load_state_dict(exercising_state(net))
+    x = images(2)
+    seen = []
+    net.columns[0].lrn1.register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype)))
+    with torch.no_grad():
+        want = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = net(x)
+    assert seen[1] == (torch.bfloat16, torch.bfloat16)  # the LRN really saw bf16 activations
+    assert torch.isfinite(got).all()
+    # Stated tolerance: relative L2 error of the logits below 3 % (measured about 0.5 %).
+    assert ((got.float() - want).norm() / want.norm()).item() < 0.03
+
+
+# ---------------------------------------------------------------- errors
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    """A small one-device net for the input checks."""
+    return AlexNet(devices=ONE, **SMALL)
+
+
+@pytest.mark.parametrize("x,error,message", [
+    ([1.0], TypeError, "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got list"),
+    (torch.zeros(3, 224, 224), ValueError, "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got a 3-d "
+                                           "tensor of shape (3, 224, 224) (add a batch dimension with x.unsqueeze(0))"),
+    (torch.zeros(2, 1, 224, 224), ValueError, "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got 1 "
+                                              "channels (shape (2, 1, 224, 224)); pass N x C x H x W RGB"),
+    (torch.zeros(2, 224, 224, 3), ValueError, "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got 224 "
+                                              "channels (shape (2, 224, 224, 3)); pass N x C x H x W RGB"),
+    (torch.zeros(2, 3, 227, 227), ValueError, "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got "
+                                              "227 x 227 images (this net was built with input_size=224)"),
+    (torch.zeros(2, 3, 224, 224, dtype=torch.uint8), TypeError,
+     "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got dtype torch.uint8 (subtract the mean image "
+     "and convert to float first)"),
+    (torch.zeros(2, 3, 224, 224, device="meta"), ValueError,
+     "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got a tensor on meta (move it with x.to('cpu'))"),
+], ids=["not-a-tensor", "ndim", "channels", "nhwc", "size", "dtype", "device"])
+def test_bad_input_errors(small_net, x, error, message):
+    with pytest.raises(error) as info:
+        small_net(x)
+    assert str(info.value) == message
+    with pytest.raises(error):
+        small_net.fc7_features(x)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(devices="cpu"), "AlexNet: devices must be a tuple of one or two devices, e.g. ('cuda:0', 'cuda:1') "
+                          "or ('cpu',); got 'cpu'"),
+    (dict(devices=("cpu",) * 3), "AlexNet: devices must be a tuple of one or two devices, e.g. ('cuda:0', "
+                                 "'cuda:1') or ('cpu',); got ('cpu', 'cpu', 'cpu')"),
+    (dict(devices=ONE, input_size=256), "AlexNet: input_size must be 224 (authors' code, conv1 padded) or 227 "
+                                        "(Caffe); got 256"),
+    (dict(devices=ONE, lrn="torch"), "AlexNet: lrn must be one of ('code', 'paper', 'none'); got 'torch'"),
+    (dict(devices=ONE, pooling="max"), "AlexNet: pooling must be one of ('overlapping', 'non-overlapping'); "
+                                       "got 'max'"),
+    (dict(devices=ONE, variant="one-gpu"), "AlexNet: variant must be one of ('two-column', 'one-column-half'); "
+                                           "got 'one-gpu'"),
+    (dict(devices=ONE, width=0), "AlexNet: width must be > 0 (1.0 is the paper); got 0"),
+    (dict(devices=ONE, dropout=1.0), "AlexNet: dropout must be in [0, 1); got 1.0"),
+    (dict(devices=ONE, num_classes=0), "AlexNet: num_classes must be a positive int; got 0"),
+])
+def test_bad_constructor_arguments(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        AlexNet(**kwargs)
+    assert str(info.value) == message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_devices_without_cuda_fail_clearly():
+    with pytest.raises(ValueError) as info:
+        AlexNet()
+    assert str(info.value) == ("AlexNet: device 'cuda:0' requested but CUDA is not available; "
+                               "pass devices=('cpu',)")

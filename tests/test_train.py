@@ -1,0 +1,247 @@
+"""python -m paper_repro.train end to end: learning, exact resume after kill -9, SIGTERM, clear errors."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data.distributed import DistributedSampler
+
+from paper_repro.checkpoint import load_checkpoint
+from paper_repro.data import ImageNetStore
+from paper_repro.engine import stall_message
+from paper_repro.loader import BatchLoader, epoch_order, shard_order
+from paper_repro.model import AlexNet
+from paper_repro.optim import PaperSGD
+from paper_repro.train import CONFIG_DIR, cli, get_args_parser, load_optimizer_state, main, optimizer_state, parse_args
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--gpus", "cpu,cpu", "--width", "0.125", "--workers", "0", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Single-threaded kernels: on shared cores, two spinning threads per process are much slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _env():
+    # One thread: no oversubscription on shared cores, and the same kernels in every run (bit-exact compare).
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _train_cmd(store, out, *extra):
+    return [sys.executable, "-m", "paper_repro.train", "--data", store, "--out", out, *FAST, *extra]
+
+
+def _log(run):
+    with open(os.path.join(run, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_epoch_order_is_distributed_samplers_and_shards_partition_it():
+    order = epoch_order(50, seed=3, epoch=2)
+    sampler = DistributedSampler(range(50), num_replicas=1, rank=0, shuffle=True, seed=3)
+    sampler.set_epoch(2)
+    assert order.tolist() == list(sampler)
+    assert sorted(order.tolist()) == list(range(50)) and order.tolist() != epoch_order(50, 3, 3).tolist()
+    shards = [shard_order(50, 3, 2, rank, 2) for rank in range(2)]
+    assert np.array_equal(np.sort(np.concatenate(shards)), np.arange(50))
+    assert np.array_equal(shards[0], order[0::2]) and np.array_equal(shards[1], order[1::2])
+
+
+def test_batch_loader_order_resume_start_and_workers(tiny_store):
+    store = ImageNetStore(tiny_store, "train")
+    order = epoch_order(len(store), 0, 0)[:11]
+    loader = BatchLoader(store, order, batch_size=4)
+    batches = list(loader)
+    assert len(loader) == 3 and [len(b[1]) for b in batches] == [4, 4, 3]
+    assert batches[0][0].dtype == torch.uint8 and batches[0][0].shape == (4, 256, 256, 3)
+    for j, i in enumerate(order[4:8]):
+        image, label = store[int(i)]
+        assert np.array_equal(batches[1][0][j].numpy(), image) and batches[1][1][j] == label
+    loader.set_indices(order, start=2)
+    rest = list(loader)
+    assert len(rest) == 1 and torch.equal(rest[0][0], batches[2][0]) and len(loader) == 3
+    with_workers = BatchLoader(store, order, batch_size=4, workers=1, drop_last=True)
+    got = list(with_workers)
+    assert len(got) == 2 and torch.equal(got[1][0], batches[1][0]) and torch.equal(got[1][1], batches[1][1])
+
+
+def test_narrow_net_learns(store_factory, tmp_path):
+    store = store_factory(4, 24, 8)
+    run = str(tmp_path / "run")
+    # The paper's init std 0.01 starves a 1/8-width net (signal ~1e-5 at fc7); 0.01/sqrt(width) does not.
+    main(parse_args(["--data", store, "--out", run, *FAST, "--epochs", "4", "--batch-size", "16",
+                     "--init-std", "0.028", "--bias-init", "0.1", "--lr", "0.003", "--checkpoint-every", "0",
+                     "--seed", "0"]))
+    log = _log(run)
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4]
+    assert log[-1]["train_loss"] < log[0]["train_loss"] - 0.1
+    assert log[-1]["val_top1_error"] < 0.75 - 0.25  # chance is 3/4 with 4 classes
+    config = json.load(open(os.path.join(run, "config.json")))
+    assert config["data"] == store and config["model_config"]["width"] == 0.125
+    ckpt = load_checkpoint(os.path.join(run, "checkpoint.pt"))  # weights_only=True
+    assert ckpt["epoch"] == 4 and ckpt["step"] == 0 and ckpt["model_config"] == config["model_config"]
+    assert set(ckpt["rng"][0]) == {"torch", "cuda", "numpy", "python"}
+
+
+def _wait_for(path, proc, timeout=120):
+    t0 = time.time()
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout, f"{path} did not appear"
+        time.sleep(0.01)
+
+
+def test_kill9_mid_epoch_then_resume_is_bit_identical(tiny_store, tmp_path):
+    args = ["--epochs", "2", "--batch-size", "8", "--checkpoint-every", "2", "--seed", "5", "--lr", "0.02"]
+    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+    reference = subprocess.Popen(_train_cmd(tiny_store, whole, *args), env=_env(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(_train_cmd(tiny_store, killed, *args), env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(os.path.join(killed, "checkpoint.pt"), victim)  # the first one: after step 2 of 6
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait() == -signal.SIGKILL
+    left = load_checkpoint(os.path.join(killed, "checkpoint.pt"))
+    assert left["epoch"] == 0 and 0 < left["step"] < 6, "the kill must land mid-epoch, after a mid-epoch checkpoint"
+    resumed = subprocess.run(_train_cmd(tiny_store, killed, *args, "--resume"), env=_env(), check=True,
+                             capture_output=True, text=True)
+    assert f"resuming {killed} at epoch 1, batch {left['step']} " in resumed.stdout  # not a restart from scratch
+    out, err = reference.communicate()
+    assert reference.returncode == 0, err
+    a, b = load_checkpoint(os.path.join(whole, "checkpoint.pt")), load_checkpoint(os.path.join(killed, "checkpoint.pt"))
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 0)
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["optimizer"]["velocity"]:
+        assert torch.equal(a["optimizer"]["velocity"][k], b["optimizer"]["velocity"][k]), k
+    la, lb = _log(whole), _log(killed)
+    assert [r["epoch"] for r in lb] == [1, 2]
+    for ra, rb in zip(la, lb):
+        for key in ("train_loss", "train_top1_error", "val_top1_error", "val_top5_error", "lr"):
+            assert ra[key] == rb[key], key
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tiny_store, tmp_path):
+    run = str(tmp_path / "run")
+    proc = subprocess.Popen(_train_cmd(tiny_store, run, "--epochs", "50", "--batch-size", "8",
+                                       "--checkpoint-every", "0"),
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(os.path.join(run, "config.json"), proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "(SIGTERM); checkpoint " in out and "continue with the same command plus --resume" in out
+    ckpt = load_checkpoint(os.path.join(run, "checkpoint.pt"))
+    assert ckpt["epoch"] * 6 + ckpt["step"] >= 1 and ckpt["epoch"] < 50 and not ckpt["finished"]
+
+
+def _error(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err.strip()
+
+
+def test_clear_errors(tiny_store, tmp_path, capsys, monkeypatch):
+    run = str(tmp_path / "run")
+    base = ["--data", tiny_store, "--out", run, "--width", "0.125", "--workers", "0"]
+    assert _error(base + ["--gpus", "0,1,2"], capsys) == (
+        "paper_repro.train: error: --gpus '0,1,2': expected one or two comma-separated entries, e.g. 0,1 or 0 or cpu")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert _error(base + ["--gpus", "0,1"], capsys) == (
+        "paper_repro.train: error: --gpus '0,1': cuda:1 does not exist; this machine has 1 CUDA device (cuda:0); "
+        "pass --gpus 0,0 for both columns on one GPU, or --gpus 0")
+    missing = str(tmp_path / "no_store")
+    assert _error(["--data", missing, "--out", run, "--gpus", "cpu"], capsys) == (
+        f"paper_repro.train: error: image store {missing} does not exist; build it with "
+        f"`python data_prep/build_imagenet.py --source DIR --out {missing}`")
+    assert _error(base + ["--gpus", "cpu", "--resume"], capsys) == (
+        f"paper_repro.train: error: --resume: {run}/checkpoint.pt does not exist, so there is nothing to continue; "
+        f"run without --resume to start this run (or --auto-resume to do either)")
+    assert _error(base + ["--gpus", "cpu", "--config", "no_such_config"], capsys).startswith(
+        "paper_repro.train: error: --config no_such_config: no such file, nor a config named so in")
+    assert not os.path.exists(os.path.join(run, "checkpoint.pt"))
+
+
+def test_configs_resolve_and_flags_override(tmp_path):
+    names = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".json"))
+    assert "alexnet_paper" in names
+    for name in names:
+        parse_args(["--config", name, "--data", "S", "--out", str(tmp_path / name)])  # every key is a flag
+    args = parse_args(["--config", "alexnet_paper", "--data", "S", "--out", str(tmp_path / "r"), "--lr", "0.02"])
+    defaults = parse_args(["--data", "S", "--out", str(tmp_path / "r")])
+    assert args.lr == 0.02 and args.batch_size == 128 and args.bias_init == 1.0 and args.lrn == "code"
+    assert vars(args).keys() == vars(defaults).keys()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"learning_rate": 0.1}')
+    with pytest.raises(Exception, match="unknown key\\(s\\) learning_rate"):
+        parse_args(["--config", str(bad), "--data", "S", "--out", str(tmp_path / "r")])
+
+
+def test_help_says_how_torchrun_works():
+    text = " ".join(get_args_parser().format_help().split())
+    for phrase in ("torchrun", "each process drives its own pair of GPUs", "DistributedDataParallel averages",
+                   "DistributedSampler", "only rank 0 writes", "--bias-init", "--colour-noise-scale"):
+        assert phrase in text, phrase
+
+
+def test_nan_loss_stops_with_a_message(tiny_store, tmp_path):
+    with pytest.raises(FloatingPointError, match="training loss became (nan|inf|-inf) at epoch 1, batch"):
+        main(parse_args(["--data", tiny_store, "--out", str(tmp_path / "run"), *FAST, "--epochs", "1",
+                         "--batch-size", "8", "--lr", "1e12", "--log-every", "1", "--checkpoint-every", "1"]))
+
+
+def test_stall_message_names_causes_and_fixes():
+    msg = stall_message(math.log(1000) - 0.001, 1000, 5000)
+    assert "ln(1000) = 6.9078" in msg and "--bias-init 0.1" in msg and "--lr" in msg and "--lrn" in msg
+    assert stall_message(5.5, 1000, 5000) is None
+
+
+def test_velocity_checkpoint_crosses_layouts():
+    """A checkpoint from the two-column layout resumes in the one-device layout with the same next step."""
+    torch.manual_seed(0)
+    two = AlexNet(num_classes=3, devices=("cpu", "cpu"), width=0.125, dropout=0.0)
+    one = AlexNet(num_classes=3, devices=("cpu",), width=0.125, dropout=0.0)
+    opt_two = PaperSGD(two.parameters(), lr=0.01)
+    x, y = torch.randn(4, 3, 224, 224) * 50, torch.tensor([0, 1, 2, 0])
+    for _ in range(2):
+        opt_two.zero_grad()
+        torch.nn.functional.cross_entropy(two(x), y).backward()
+        opt_two.step()
+    opt_one = PaperSGD(one.parameters(), lr=0.5)
+    one.load_state_dict(two.state_dict())
+    load_optimizer_state(one, opt_one, optimizer_state(two, opt_two))
+    assert opt_one.param_groups[0]["lr"] == 0.01
+    for model, opt in ((two, opt_two), (one, opt_one)):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    a, b = two.state_dict(), one.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    velocity = optimizer_state(one, opt_one)["velocity"]
+    assert velocity["conv2.weight"].shape == a["conv2.weight"].shape and velocity["fc8.bias"].abs().sum() > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_run_with_bf16_and_channels_last_resumes_on_the_cpu(tiny_store, tmp_path):
+    run = str(tmp_path / "run")
+    common = ["--data", tiny_store, "--out", run, "--width", "0.25", "--batch-size", "16", "--no-progress",
+              "--init-std", "0.02", "--bias-init", "0.1", "--lr", "0.003"]
+    main(parse_args(common + ["--gpus", "0,0", "--workers", "2", "--epochs", "1", "--bf16", "--channels-last"]))
+    main(parse_args(common + ["--gpus", "cpu,cpu", "--workers", "0", "--epochs", "2", "--resume"]))
+    log = _log(run)
+    assert [r["epoch"] for r in log] == [1, 2] and all(math.isfinite(r["train_loss"]) for r in log)
+    assert load_checkpoint(os.path.join(run, "checkpoint.pt"))["epoch"] == 2
