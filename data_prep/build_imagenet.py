@@ -21,7 +21,7 @@ from PIL import Image
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep.ilsvrc_sources import (ARCHIVES, HELD_OUT_SHARD, SourceError,  # noqa: E402,F401
+from data_prep.ilsvrc_sources import (ARCHIVES, DEMO_MARK, HELD_OUT_SHARD, SourceError,  # noqa: E402,F401
                                       iter_task_images, plan)
 from data_prep.image_recipe import (JPEG_QUALITY, JPEG_SUBSAMPLING, SIZE, SkipImage,  # noqa: E402,F401
                                     encode_jpeg, image_sums, prepare_image, prepare_pixels)
@@ -207,6 +207,8 @@ def build(source, out, year=2012, workers=None, quality=JPEG_QUALITY, progress=T
     source, out = os.path.abspath(source), os.path.abspath(out)
     settings = {"source": source, "year": int(year), "jpeg_quality": int(quality),
                 "jpeg_subsampling": JPEG_SUBSAMPLING, "size": SIZE}
+    if os.path.isfile(os.path.join(source, DEMO_MARK)):
+        settings["demo"] = True  # read by the report: a generated set is never called ImageNet
     manifest_path = os.path.join(out, MANIFEST)
     if os.path.isfile(manifest_path):
         with open(manifest_path) as f:

@@ -15,6 +15,8 @@ import numpy as np
 
 from data_prep.image_recipe import SkipImage
 
+# A file make_demo_imagenet.py leaves at the top of a generated data set (never in real ILSVRC data).
+DEMO_MARK = "GENERATED_DEMO_DATASET.txt"
 HELD_OUT_SHARD = 1000       # val/test images per shard (train: one shard per class)
 
 ARCHIVES = {

@@ -1,9 +1,13 @@
 """The paper's data augmentation over uint8 batches (N x 256 x 256 x 3), on any device.
 
-Crop and flip are one gather, so on a GPU the whole transform is a handful of kernels. All
-randomness comes from an explicit CPU torch.Generator, so a batch's augmentation is the same
-on every device and a resumed run can replay it exactly.
+On a GPU, crop and flip are one gather, so the whole transform is a handful of kernels. On the
+CPU that gather is slow and single-threaded, so CPU batches are cut by slicing, one image at a
+time, straight into a preallocated output (same numbers, bit for bit). All randomness comes from
+an explicit CPU torch.Generator, so a batch's augmentation is the same on every device and a
+resumed run can replay it exactly.
 """
+import contextlib
+
 import torch
 
 CROP_SIZES = (224, 227)
@@ -29,6 +33,40 @@ def _to_nchw(x, channels_last):
     return x if channels_last else x.contiguous()
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Run the block with one intra-op thread: per-image ops are too small to gain from more, and on a
+    machine whose cores are busy decoding, waiting for a second thread costs more than it saves."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _empty_patches(n, size, channels_last):
+    """Float output N x 3 x size x size in the layout asked for, and its N x size x size x 3 view to write into."""
+    if channels_last:
+        hwc = torch.empty(n, size, size, 3)
+        return hwc.permute(0, 3, 1, 2), hwc
+    out = torch.empty(n, 3, size, size)
+    return out, out.permute(0, 2, 3, 1)
+
+
+def cut_patch(image, mean, mean_flipped, top, left, size, flip, out):
+    """out = image[top:top+size, left:left+size] - mean there (H x W x 3 each), reflected if flip.
+
+    Slices instead of a gather: a reflected patch is a reflected copy of the image's patch minus
+    the same place of mean_flipped (= mean.flip(1)), so each value is the gather's float32 subtraction.
+    """
+    if not flip:
+        return torch.sub(image[top:top + size, left:left + size], mean[top:top + size, left:left + size], out=out)
+    right = mean_flipped.shape[1] - left - size  # where the patch's columns start in the reflected mean
+    return torch.sub(image[top:top + size, left:left + size].flip(1),
+                     mean_flipped[top:top + size, right:right + size], out=out)
+
+
 def _check_batch(images, where):
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[3] != 3:
         raise ValueError(f"{where}: expected a uint8 batch N x H x W x 3, got {images.dtype} {tuple(images.shape)}")
@@ -48,6 +86,7 @@ class TrainPatch:
         if colour_noise not in ("sqrt", "eigval", None):
             raise ValueError(f"colour_noise must be 'sqrt', 'eigval' or None, got {colour_noise!r}")
         self.mean_image = torch.as_tensor(mean_image, dtype=torch.float32)
+        self._cpu_means = None  # (mean image, its reflection) for the CPU path, made on first use
         self.size, self.flip, self.channels_last = size, flip, channels_last
         self.noise_std, self.colour_noise = noise_std, colour_noise
         eigval = torch.as_tensor(eigval, dtype=torch.float64)
@@ -72,6 +111,8 @@ class TrainPatch:
     def __call__(self, images, generator):
         """Augment a uint8 N x 256 x 256 x 3 batch (any device) with randomness from `generator` (CPU)."""
         _check_batch(images, "TrainPatch")
+        if images.device.type == "cpu":
+            return self._cpu(images, *self.draw(images.shape[0], generator))
         dev = images.device
         oy, ox, flip, a = (t.to(dev, non_blocking=True) for t in self.draw(images.shape[0], generator))
         self.mean_image, self.noise_matrix = self.mean_image.to(dev), self.noise_matrix.to(dev)
@@ -81,6 +122,24 @@ class TrainPatch:
             shift = a @ self.noise_matrix.T
             x += shift[:, None, None, :]
         return _to_nchw(x, self.channels_last)
+
+    def _cpu(self, images, oy, ox, flip, a):
+        """The CPU path: per-image slices written into one preallocated output (equal to the gather's)."""
+        if self._cpu_means is None:
+            mean = self.mean_image.cpu()
+            self._cpu_means = (mean, mean.flip(1).contiguous())
+        h, w = images.shape[1:3]
+        if (h, w) != tuple(self.mean_image.shape[:2]):
+            raise ValueError(f"TrainPatch: images are {h}x{w} but the mean image is "
+                             f"{self.mean_image.shape[0]}x{self.mean_image.shape[1]}")
+        out, hwc = _empty_patches(images.shape[0], self.size, self.channels_last)
+        shift = a @ self.noise_matrix.cpu().T if self.colour_noise is not None else None
+        with one_thread():
+            for n, (top, left, flipped) in enumerate(zip(oy.tolist(), ox.tolist(), flip.tolist())):
+                cut_patch(images[n], *self._cpu_means, top, left, self.size, flipped, hwc[n])
+                if shift is not None:
+                    hwc[n] += shift[n]
+        return out
 
 
 class CentrePatch:
@@ -97,6 +156,10 @@ class CentrePatch:
         _check_batch(images, "CentrePatch")
         self.mean_image = self.mean_image.to(images.device)
         t, l, s = self.top, self.left, self.size
+        if images.device.type == "cpu":  # one pass into the output, no float temporaries
+            out, hwc = _empty_patches(images.shape[0], s, self.channels_last)
+            torch.sub(images[:, t:t + s, l:l + s, :], self.mean_image[t:t + s, l:l + s, :], out=hwc)
+            return out
         x = images[:, t:t + s, l:l + s, :].float() - self.mean_image[t:t + s, l:l + s, :]
         return _to_nchw(x, self.channels_last)
 

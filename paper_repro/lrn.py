@@ -10,12 +10,21 @@ Two conventions for alpha' exist:
   "code"  alpha' = alpha / n: the authors' cuda-convnet (its cmrnorm layer divides the scale by
           the size), Caffe, and torch.nn.LocalResponseNorm. The project's default.
   "paper" alpha' = alpha: the formula as printed in the paper.
+
+The op is one autograd Function (fp32 inside whatever the input dtype): the forward keeps only
+the activations a and s = k + alpha' * window_sum(a^2), and the backward is the analytic gradient
+
+    da_j = g_j s_j^-beta - 2 alpha' beta a_j sum_{i: j in window(i)} g_i a_i s_i^(-beta-1)
+
+instead of autograd through ~10 elementwise ops and their saved intermediates (about 2x faster
+forward+backward on the CPU). It is differentiable once: double backward raises an error.
 """
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 CONVENTIONS = ("code", "paper")
+_DOUBLE_BACKWARD = ("local_response_norm is differentiable once: its fused backward cannot build a graph "
+                    "(create_graph=True, double backward, is not supported)")
 
 
 def _window_sum(t, before, after, scale, offset=0.0):
@@ -51,9 +60,13 @@ class _LRNFunction(torch.autograd.Function):
         return (a * s.pow(-beta)).to(x.dtype)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
         """da_j = g_j s_j^-beta - 2 alpha' beta a_j sum_{i: j in window(i)} g_i a_i s_i^(-beta-1)."""
+        # Grad mode is on here only under create_graph=True. once_differentiable would instead hand
+        # back a gradient detached from x whenever the incoming gradient is a constant, silently
+        # dropping the LRN's share of a second derivative.
+        if torch.is_grad_enabled():
+            raise RuntimeError(_DOUBLE_BACKWARD)
         a, s = ctx.saved_tensors
         size, alpha, beta, groups, dtype = ctx.lrn
         scaled = grad.to(a.dtype) * s.pow(-beta)  # g s^-beta, the first term
@@ -67,8 +80,8 @@ def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0, convention="cod
     """Normalise N x C x H x W `x` across channels within each of `groups` equal channel groups.
 
     One fused autograd op: the forward saves only the activations and the denominator base s, and
-    the backward is the analytic gradient. It is differentiable once: a double backward
-    (create_graph=True through it) raises a RuntimeError.
+    the backward is the analytic gradient. It is differentiable once: a backward through it with
+    create_graph=True (double backward, gradient penalties) raises a RuntimeError.
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"LRN convention must be one of {CONVENTIONS}; got {convention!r}")

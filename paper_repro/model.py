@@ -2,7 +2,8 @@
 
 Two columns, one per device, each holding half the kernels of every layer. The columns exchange
 activations only at conv3, fc6, fc7 and fc8; conv2, conv4 and conv5 see only their own column's
-maps. With one device the same function runs as grouped convolutions (the fast path).
+maps. With one device the same function runs as grouped convolutions (the fast path; on the
+CPU conv2's two groups run as two ungrouped convolutions, which oneDNN does faster: ColumnConv2d).
 
     input 3 x 224 x 224 (mean-subtracted RGB, 0-255 scale)
     conv1  96 (48 + 48) 11x11/4, zero pad (0, 3, 0, 3)  -> 55   ReLU, LRN, max-pool 3/2 -> 27
@@ -68,18 +69,29 @@ def _normalise_device(device):
 
 
 class ColumnConv2d(nn.Conv2d):
-    """nn.Conv2d that, on the CPU, runs a grouped convolution as one ungrouped conv per group.
+    """nn.Conv2d that, on the CPU and if `split_on_cpu`, runs a grouped convolution as one ungrouped conv per group.
 
-    Same parameters, same function, same state_dict: only the kernels differ. oneDNN's grouped
-    backward is slow on the CPU (measured: see _split_groups), while on CUDA cuDNN's grouped
-    convolutions are the fast path and run unchanged.
+    Same parameters, same function, same state_dict: only the kernels that run differ. On the CPU
+    (oneDNN, torch 2.15, NCHW, fp32) the grouped conv2 (5x5 on 27x27) forward+backward took 1.1-2x
+    as long as two ungrouped convolutions on the channel halves at every width measured (0.125-1),
+    while the grouped conv4 and conv5 (3x3 on 13x13) were 5-35 % faster than the split; so the
+    model splits conv2 only. On CUDA, cuDNN's grouped convolutions are the fast path and always run.
     """
 
+    def __init__(self, *args, split_on_cpu=False, **kwargs):
+        """nn.Conv2d's arguments; `split_on_cpu` runs the groups as separate convolutions on the CPU."""
+        super().__init__(*args, **kwargs)
+        self.split_on_cpu = split_on_cpu
+
     def forward(self, x):
-        """Convolve `x`; groups > 1 on the CPU as per-group convolutions concatenated along channels."""
-        if self.groups == 1 or x.device.type != "cpu" or self.padding_mode != "zeros":
+        """Convolve `x`; on the CPU with split_on_cpu, group by group, outputs concatenated in order."""
+        if not self.split_on_cpu or self.groups == 1 or x.device.type != "cpu" or self.padding_mode != "zeros":
             return super().forward(x)
         return _split_groups(self, x)
+
+    def extra_repr(self):
+        """nn.Conv2d's description plus the CPU split flag."""
+        return super().extra_repr() + (", split_on_cpu=True" if self.split_on_cpu else "")
 
 
 def _split_groups(conv, x):
@@ -108,7 +120,8 @@ def _make_layers(m, spec, parts, lrn, pool, input_size, dropout):
     m.pool1 = nn.MaxPool2d(*pool)                                             # 27 x 27
     for name, k in (("conv2", 5), ("conv3", 3), ("conv4", 3), ("conv5", 3)):
         cin, cout, g = split(name)
-        setattr(m, name, ColumnConv2d(cin, cout, k, padding=k // 2, groups=g))   # conv2 27; conv3-5 13
+        conv = ColumnConv2d(cin, cout, k, padding=k // 2, groups=g, split_on_cpu=name == "conv2" and g > 1)
+        setattr(m, name, conv)                                                # conv2 27; conv3-5 13
         if name == "conv2":
             m.lrn2 = LocalResponseNorm(convention=lrn, groups=lrn_groups) if lrn != "none" else nn.Identity()
             m.pool2 = nn.MaxPool2d(*pool)                                     # 13 x 13

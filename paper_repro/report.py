@@ -61,31 +61,11 @@ def _read_json(path):
         return {}
 
 
-def _demo_source(settings):
-    """True if the store's recorded source folder holds a devkit written by make_demo_imagenet."""
-    import glob
-    import tarfile
-
-    source = settings.get("source")
-    if not isinstance(source, str) or not os.path.isdir(source):
-        return False
-    for devkit in glob.glob(os.path.join(source, "*devkit*.tar.gz")):
-        try:
-            with tarfile.open(devkit) as t:
-                for m in t.getmembers():
-                    if m.name.endswith("readme.txt") and m.size < 100_000:
-                        if b"demo devkit" in t.extractfile(m).read():
-                            return True
-        except (OSError, tarfile.TarError):
-            continue
-    return False
-
-
 def dataset_identity(root, num_classes=None):
     """Return {"name", "imagenet", "year"} for STORE, never calling a generated set ImageNet.
 
-    ImageNet only when nothing says "demo" (a flag in STORE/manifest.json or build.json, or the
-    source's devkit written by data_prep/make_demo_imagenet.py), there are 1000 classes and, for
+    ImageNet only when nothing says "demo" (the flag build_imagenet.py records in the store's
+    settings when data_prep/make_demo_imagenet.py made the source), there are 1000 classes and, for
     2012, the class list starts and ends with the real ILSVRC-2012 wnids.
     """
     manifest = _read_json(os.path.join(root, "manifest.json")) if root else {}
@@ -93,7 +73,7 @@ def dataset_identity(root, num_classes=None):
     classes = manifest.get("classes") or []
     num_classes = len(classes) if classes else num_classes
     year = settings.get("year") if isinstance(settings.get("year"), int) else None
-    demo = any(bool(d.get(k)) for d in (manifest, settings) for k in DEMO_FLAGS) or _demo_source(settings)
+    demo = any(bool(d.get(k)) for d in (manifest, settings) for k in DEMO_FLAGS)
     if demo:
         return {"name": f"a generated demo data set ({num_classes} classes; not ImageNet)",
                 "imagenet": False, "year": None}

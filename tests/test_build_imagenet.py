@@ -68,6 +68,15 @@ def test_archive_and_folder_layouts_build_the_same_store(tmp_path):
     assert ImageNetStore(tmp_path / "s_arch", "val").filenames[0] == "ILSVRC2012_val_00000001.JPEG"
 
 
+def test_a_generated_source_is_marked_demo_in_the_store_and_a_real_one_is_not(tmp_path):
+    make_demo_imagenet(tmp_path / "src", 2, 2, 1, seed=3, layout="folders")
+    _build(tmp_path / "src", tmp_path / "demo_store")
+    assert json.loads((tmp_path / "demo_store" / "manifest.json").read_text())["settings"]["demo"] is True
+    (tmp_path / "src" / "GENERATED_DEMO_DATASET.txt").unlink()  # now it looks like extracted ILSVRC folders
+    _build(tmp_path / "src", tmp_path / "plain_store")
+    assert "demo" not in json.loads((tmp_path / "plain_store" / "manifest.json").read_text())["settings"]
+
+
 def test_shuffled_devkit_ids_give_sorted_wnid_labels(tmp_path):
     src = make_demo_imagenet(tmp_path / "src", 4, 6, 5, seed=3)
     with tarfile.open(os.path.join(src, "ILSVRC2012_devkit_t12.tar.gz")) as t:

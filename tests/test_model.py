@@ -427,6 +427,90 @@ def test_lrn_matches_its_formula(groups, convention, alpha):
         torch.testing.assert_close(got, F.local_response_norm(x, 5, 1e-4, 0.75, 2.0), rtol=1e-12, atol=0)
 
 
+def lrn_window_formula(x, groups, alpha, size):
+    """Any window size n: channel i sums channels i - n//2 .. i + (n-1)//2 of its group, by explicit loops."""
+    c = x.shape[1] // groups
+    out = []
+    for g in range(groups):
+        for i in range(c):
+            lo, hi = g * c + max(0, i - size // 2), g * c + min(c, i + (size - 1) // 2 + 1)
+            s = sum(x[:, j] ** 2 for j in range(lo, hi))
+            out.append(x[:, g * c + i] / (2 + alpha * s) ** 0.75)
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("size", [3, 4, 5, 6])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("convention", ["code", "paper"])
+def test_lrn_any_window_size_matches_its_formula(size, groups, convention):
+    x = torch.randn(2, 12, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(size)) * 60
+    scale = 1e-4 / size if convention == "code" else 1e-4
+    got = local_response_norm(x, size=size, convention=convention, groups=groups)
+    torch.testing.assert_close(got, lrn_window_formula(x, groups, scale, size), rtol=1e-12, atol=0)
+    if convention == "code" and groups == 1:  # torch pads even windows the same way (n//2 before)
+        torch.testing.assert_close(got, F.local_response_norm(x, size, 1e-4, 0.75, 2.0), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("size", [4, 5])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("convention", ["code", "paper"])
+def test_lrn_gradcheck(size, groups, convention):
+    # Activations in the hundreds, as after conv1: alpha' * sum is comparable to k, so the
+    # cross-channel term of the gradient is large and a wrong window or sign would show.
+    x = (torch.randn(2, 8, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 100)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda t: local_response_norm(t, size=size, convention=convention, groups=groups), (x,))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("convention,alpha", [("code", 1e-4 / 5), ("paper", 1e-4)])
+def test_lrn_gradient_equals_autograd_through_the_formula(groups, convention, alpha):
+    x = torch.relu(torch.randn(2, 12, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))) * 60
+    g = torch.randn(2, 12, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    local_response_norm(x1, convention=convention, groups=groups).backward(g)
+    lrn_formula(x2, groups, alpha).backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-10, atol=1e-14)
+    # The cross-channel term matters: the gradient is not just its first term g * s^-beta = g * y / x.
+    on = x > 0
+    first = g[on] * lrn_formula(x, groups, alpha)[on] / x[on]
+    assert (x1.grad[on] - first).abs().max() > 0.01 * x1.grad.abs().max()
+
+
+def test_lrn_double_backward_raises():
+    x = (torch.randn(1, 6, 2, 2, dtype=torch.float64) * 60).requires_grad_(True)
+    with pytest.raises(RuntimeError) as info:
+        torch.autograd.grad(local_response_norm(x).sum(), x, create_graph=True)
+    assert str(info.value) == ("local_response_norm is differentiable once: its fused backward cannot build a "
+                               "graph (create_graph=True, double backward, is not supported)")
+    (grad,) = torch.autograd.grad(local_response_norm(x).sum(), x)  # a plain backward still works
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_lrn_half_precision_backward_is_computed_in_fp32(dtype):
+    x = torch.relu(torch.randn(2, 10, 5, 5, generator=torch.Generator().manual_seed(0))) * 300
+    g = torch.randn(2, 10, 5, 5, generator=torch.Generator().manual_seed(1))
+    xh = x.to(dtype).requires_grad_(True)
+    local_response_norm(xh, groups=2).backward(g.to(dtype))
+    assert xh.grad.dtype == dtype and torch.isfinite(xh.grad).all()  # fp16 squares of 300 would overflow
+    x64 = xh.detach().double().requires_grad_(True)  # the exact gradient at the rounded input
+    lrn_formula(x64, 2, 1e-4 / 5).backward(g.to(dtype).double())
+    ulp = 2 ** -8 if dtype == torch.bfloat16 else 2 ** -11
+    assert ((xh.grad.double() - x64.grad).abs() <= ulp * x64.grad.abs() + 1e-6).all()
+
+
+@pytest.mark.parametrize("x,message", [
+    (torch.zeros(2, 10, 5), "LRN expects an N x C x H x W tensor; got shape (2, 10, 5)"),
+    (torch.zeros(2, 9, 5, 5), "LRN: 9 channels do not split into 2 equal groups"),
+], ids=["ndim", "groups"])
+def test_lrn_bad_input_errors(x, message):
+    with pytest.raises(ValueError) as info:
+        local_response_norm(x, groups=2)
+    assert str(info.value) == message
+
+
 def test_lrn_half_precision_is_computed_in_fp32():
     x = torch.relu(torch.randn(2, 10, 5, 5, generator=torch.Generator().manual_seed(0))) * 300
     exact = lrn_formula(x.double(), 2, 1e-4 / 5)
@@ -458,6 +542,44 @@ def test_bf16_autocast_stays_close_to_fp32():
     assert torch.isfinite(got).all()
     # Stated tolerance: relative L2 error of the logits below 3 % (measured about 0.5 %).
     assert ((got.float() - want).norm() / want.norm()).item() < 0.03
+
+
+# ---------------------------------------------------------------- CPU-split grouped convolution
+
+
+def test_conv2_split_on_cpu_is_the_same_grouped_convolution(monkeypatch):
+    net = AlexNet(devices=ONE, **SMALL)
+    assert [getattr(net, n).split_on_cpu for n in ("conv2", "conv3", "conv4", "conv5")] == [True, False, False, False]
+    conv = net.conv2.double()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g, dtype=torch.float64))
+        conv.bias.copy_(torch.randn(conv.bias.shape, generator=g, dtype=torch.float64))
+    x = torch.randn(2, 12, 27, 27, generator=g, dtype=torch.float64, requires_grad=True)
+    calls = []
+    real = model_mod._split_groups
+    monkeypatch.setattr(model_mod, "_split_groups", lambda c, t: calls.append(1) or real(c, t))
+    got = conv(x)
+    assert calls == [1]  # the split path really ran
+    w, b = conv.weight.detach().clone().requires_grad_(True), conv.bias.detach().clone().requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    want = F.conv2d(x_ref, w, b, padding=2, groups=2)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    r = torch.randn(want.shape, generator=g, dtype=torch.float64)
+    (got * r).sum().backward()
+    (want * r).sum().backward()
+    for mine, ref in ((x.grad, x_ref.grad), (conv.weight.grad, w.grad), (conv.bias.grad, b.grad)):
+        torch.testing.assert_close(mine, ref, rtol=1e-12, atol=1e-12)
+    assert list(dict(conv.named_parameters())) == ["weight", "bias"]
+
+
+def test_conv2_stays_grouped_off_the_cpu(monkeypatch):
+    def fail(conv, x):
+        raise AssertionError("split path taken off the CPU")
+
+    monkeypatch.setattr(model_mod, "_split_groups", fail)
+    conv = AlexNet(devices=ONE, **SMALL).conv2.to("meta")  # meta stands in for CUDA: any non-CPU device
+    assert conv(torch.empty(2, 12, 27, 27, device="meta")).shape == (2, 32, 27, 27)
 
 
 # ---------------------------------------------------------------- errors
