@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 
 from data_prep.build_imagenet import init_worker, process_shard  # noqa: E402
 from data_prep.image_recipe import JPEG_QUALITY, JPEG_SUBSAMPLING  # noqa: E402
+from paper_repro.checkpoint import atomic_write_json  # noqa: E402
 
 
 def baseline_one(args):
@@ -178,11 +179,9 @@ def main(argv=None):
     p.add_argument("--tmp", default=None, help="scratch folder (default: system temp)")
     a = p.parse_args(argv)
     res = bench_prep(find_images(a.source, a.limit), a.workers, a.tmp or tempfile.gettempdir(), a.repeat)
-    text = json.dumps(res, indent=1)
-    print(text)
+    print(json.dumps(res, indent=1))
     if a.json:
-        with open(a.json, "w") as f:
-            f.write(text + "\n")
+        atomic_write_json(a.json, res)
 
 
 if __name__ == "__main__":

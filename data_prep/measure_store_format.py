@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from data_prep.image_recipe import SkipImage, prepare_pixels
+from paper_repro.checkpoint import atomic_write_json
 from paper_repro.data import decode_image
 
 TRAIN_IMAGES = 1_281_167  # ILSVRC-2012 training set
@@ -97,11 +98,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     paths = sorted(glob.glob(os.path.join(a.source, "*.JPEG")))[:a.limit]
     res = measure(paths)
-    text = json.dumps(res, indent=1)
-    print(text)
+    print(json.dumps(res, indent=1))
     if a.json:
-        with open(a.json, "w") as f:
-            f.write(text + "\n")
+        atomic_write_json(a.json, res)
 
 
 if __name__ == "__main__":
