@@ -28,7 +28,7 @@ _DOUBLE_BACKWARD = ("local_response_norm is differentiable once: its fused backw
 
 
 def _window_sum(t, before, after, scale, offset=0.0):
-    """offset + scale * (sum of t over channels i - before .. i + after), along dim 2 of N x G x C x H x W, zero beyond C."""
+    """offset + scale * sum of t over channels i - before .. i + after (dim 2 of N x G x C x H x W; 0 beyond C)."""
     # Shifted in-place adds, no padding: exact (a cumsum difference loses ~1e-5 relative in fp32
     # to cancellation) and, measured on 32 x 96 x 55 x 55, faster than padding once or avg_pool3d.
     # scale and offset ride along in the adds, so they cost no pass of their own.

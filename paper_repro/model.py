@@ -72,10 +72,11 @@ class ColumnConv2d(nn.Conv2d):
     """nn.Conv2d that, on the CPU and if `split_on_cpu`, runs a grouped convolution as one ungrouped conv per group.
 
     Same parameters, same function, same state_dict: only the kernels that run differ. On the CPU
-    (oneDNN, torch 2.15, NCHW, fp32) the grouped conv2 (5x5 on 27x27) forward+backward took 1.1-2x
-    as long as two ungrouped convolutions on the channel halves at every width measured (0.125-1),
-    while the grouped conv4 and conv5 (3x3 on 13x13) were 5-35 % faster than the split; so the
-    model splits conv2 only. On CUDA, cuDNN's grouped convolutions are the fast path and always run.
+    (oneDNN, torch 2.15, NCHW, fp32, one thread) the grouped conv2 (5x5 on 27x27) forward+backward
+    took 1.1-1.9x as long as two ungrouped convolutions on the channel halves at every width tried
+    (0.125-1), while the grouped conv4 and conv5 (3x3 on 13x13) were 3-37 % faster than the split;
+    so the model splits conv2 only (channels_last: no difference either way). On CUDA, cuDNN's
+    grouped convolutions are the fast path and always run.
     """
 
     def __init__(self, *args, split_on_cpu=False, **kwargs):
