@@ -54,17 +54,28 @@ def _empty_patches(n, size, channels_last):
     return out, out.permute(0, 2, 3, 1)
 
 
+def mean_in_layout(mean, channels_last):
+    """(mean, mean reflected left-right) as H x W x 3 views stored like an NCHW (or NHWC) output, for cut_patch."""
+    # Stored like the output, subtracting a slice runs over both memories in order (vectorised).
+    if not channels_last:
+        mean = mean.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+    return mean, mean.flip(1)  # flip keeps the storage order
+
+
 def cut_patch(image, mean, mean_flipped, top, left, size, flip, out):
     """out = image[top:top+size, left:left+size] - mean there (H x W x 3 each), reflected if flip.
 
     Slices instead of a gather: a reflected patch is a reflected copy of the image's patch minus
-    the same place of mean_flipped (= mean.flip(1)), so each value is the gather's float32 subtraction.
+    the same place of mean_flipped (= mean.flip(1)). Converting to float, then subtracting, gives
+    each value the gather's float32 rounding.
     """
-    if not flip:
-        return torch.sub(image[top:top + size, left:left + size], mean[top:top + size, left:left + size], out=out)
-    right = mean_flipped.shape[1] - left - size  # where the patch's columns start in the reflected mean
-    return torch.sub(image[top:top + size, left:left + size].flip(1),
-                     mean_flipped[top:top + size, right:right + size], out=out)
+    patch = image[top:top + size, left:left + size]
+    if flip:
+        # Reflect channel-first: cheap when the batch is stored that way (BatchLoader's planar batches).
+        patch = patch.permute(2, 0, 1).flip(2).permute(1, 2, 0)
+        mean, left = mean_flipped, mean.shape[1] - left - size
+    out.copy_(patch)
+    return out.sub_(mean[top:top + size, left:left + size])
 
 
 def _check_batch(images, where):
@@ -126,12 +137,12 @@ class TrainPatch:
     def _cpu(self, images, oy, ox, flip, a):
         """The CPU path: per-image slices written into one preallocated output (equal to the gather's)."""
         if self._cpu_means is None:
-            mean = self.mean_image.cpu()
-            self._cpu_means = (mean, mean.flip(1).contiguous())
+            self._cpu_means = mean_in_layout(self.mean_image.cpu(), self.channels_last)
         h, w = images.shape[1:3]
         if (h, w) != tuple(self.mean_image.shape[:2]):
             raise ValueError(f"TrainPatch: images are {h}x{w} but the mean image is "
-                             f"{self.mean_image.shape[0]}x{self.mean_image.shape[1]}")
+                             f"{self.mean_image.shape[0]}x{self.mean_image.shape[1]}; pass the mean image "
+                             f"of the store the batches come from (load_stats(STORE)['mean_image'])")
         out, hwc = _empty_patches(images.shape[0], self.size, self.channels_last)
         shift = a @ self.noise_matrix.cpu().T if self.colour_noise is not None else None
         with one_thread():

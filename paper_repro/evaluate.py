@@ -132,6 +132,17 @@ def average_views(probs):
     return total / probs.shape[1]
 
 
+def _view_buffer(buffers, size, count, device):
+    """A float32 count x 3 x size x size CPU tensor reused across batches (None on a GPU): a fresh
+    100+ MB allocation per batch would cost more in page faults than cutting the views does."""
+    if device.type != "cpu":
+        return None
+    need = count * 3 * size * size
+    if size not in buffers or buffers[size].numel() < need:
+        buffers[size] = torch.empty(need)
+    return buffers[size][:need].view(count, 3, size, size)
+
+
 def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf16=False, progress=True):
     """Return float32 probabilities N x C (CPU): softmax averaged over the views, then over the models."""
     if not models:
@@ -146,7 +157,7 @@ def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf1
         size = m.config().get("input_size", 224)
         cutters.setdefault(size, TenViews(mean_image, size, views))
     probs = torch.zeros(len(store), num_classes, dtype=torch.float32)
-    start = 0
+    start, buffers = 0, {}
     batches = image_batches(store, None, batch_size, workers, pin_memory=device.type == "cuda")
     bar = tqdm(total=len(store), unit="img", desc=f"evaluate ({views} view{'s' if views > 1 else ''})",
                disable=not progress, dynamic_ncols=True)
@@ -154,7 +165,8 @@ def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf1
         for images, _ in batches:
             images = images.to(device, non_blocking=True)
             n = images.shape[0]
-            patches = {size: cut(images) for size, cut in cutters.items()}  # cut once per patch size
+            patches = {size: cut(images, out=_view_buffer(buffers, size, n * views, device))
+                       for size, cut in cutters.items()}  # cut once per patch size
             total = torch.zeros(n, num_classes, dtype=torch.float32, device=device)
             for m in models:
                 x = patches[m.config().get("input_size", 224)]

@@ -1,6 +1,8 @@
 """The paper's test-time views: four corner patches, the centre patch and their reflections."""
 import torch
 
+from paper_repro.augment import cut_patch, mean_in_layout, one_thread
+
 # Order of the views in the output (per image). The centre comes first so that `--views 1` is the
 # first of the ten; the reflections follow in the same order.
 VIEW_NAMES = (
@@ -53,6 +55,7 @@ class TenViews:
         self.views = views
         self.image_size = mean_image.shape[0]
         self._cache = {}
+        self._cpu_mean = None  # the mean image stored channel-first, for the CPU path (made on first use)
 
     def _grids(self, device):
         key = str(device)
@@ -62,7 +65,9 @@ class TenViews:
             self._cache[key] = (rows, cols, mean)
         return self._cache[key]
 
-    def __call__(self, images):
+    def __call__(self, images, out=None):
+        """The views of a uint8 N x 256 x 256 x 3 batch; `out` (CPU only): a float32 (N*V) x 3 x S x S
+        tensor to write them into, so that a caller can reuse one buffer for every batch."""
         if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (
             self.image_size, self.image_size, 3,
         ):
@@ -70,8 +75,34 @@ class TenViews:
                 f"expected a uint8 batch N x {self.image_size} x {self.image_size} x 3, "
                 f"got {images.dtype} {tuple(images.shape)}"
             )
+        if images.device.type == "cpu":
+            return self._cut_on_cpu(images, out)
+        if out is not None:
+            raise ValueError(f"TenViews: out= is for CPU batches; this batch is on {images.device}")
         rows, cols, mean = self._grids(images.device)
         patches = images[:, rows, cols]  # one gather: N x V x S x S x 3, still uint8
         patches = patches.float() - mean
         n, v, s = patches.shape[0], patches.shape[1], self.input_size
         return patches.permute(0, 1, 4, 2, 3).reshape(n * v, 3, s, s).contiguous()
+
+    def _cut_on_cpu(self, images, out=None):
+        """The CPU path: slices written into one preallocated output (the gather is slow on a CPU).
+
+        Equal to the gather's result: each view is the same float32 subtraction, a reflected view
+        reading the reflected patch and the reflected mean image (see augment.cut_patch).
+        """
+        if self._cpu_mean is None:
+            self._cpu_mean = mean_in_layout(self.mean_image, channels_last=False)  # stored like the output
+        n, v, s = images.shape[0], self.views, self.input_size
+        if out is None:
+            out = torch.empty(n * v, 3, s, s)
+        elif out.shape != (n * v, 3, s, s) or out.dtype != torch.float32 or not out.is_contiguous() or out.is_cuda:
+            raise ValueError(f"TenViews: out must be a contiguous float32 CPU tensor of shape {(n * v, 3, s, s)}, "
+                             f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+        offsets = view_offsets(s, self.image_size)
+        cuts = [(top, left, flip) for flip in (False, True) for top, left in offsets][:v]  # VIEW_NAMES order
+        with one_thread():  # image by image: one image's patches stay in cache (faster than view by view)
+            for i in range(n):
+                for k, (top, left, flip) in enumerate(cuts):
+                    cut_patch(images[i], *self._cpu_mean, top, left, s, flip, out[i * v + k].permute(1, 2, 0))
+        return out

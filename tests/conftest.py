@@ -3,6 +3,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -39,3 +40,12 @@ def store_factory(tmp_path_factory):
         return make_store(base, num_classes, train_per_class, val_per_class, seed)
 
     return factory
+
+
+@pytest.fixture
+def one_thread():
+    """Single-threaded kernels: on shared cores, two spinning threads per process are much slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

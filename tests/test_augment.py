@@ -105,3 +105,41 @@ def test_cuda_gives_the_cpu_result():
     cpu = t(images, batch_generator(1, 2, 3))
     gpu = t(images.cuda(), batch_generator(1, 2, 3))
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-4)
+
+
+def _gather_reference(t, images, generator):
+    """The augmentation computed as one advanced-indexing gather (the GPU path's formula), in float32."""
+    oy, ox, flip, a = t.draw(images.shape[0], generator)
+    ramp = torch.arange(t.size)
+    rows = oy[:, None] + ramp
+    cols = torch.where(flip[:, None], ox[:, None] + (t.size - 1) - ramp, ox[:, None] + ramp)
+    n = torch.arange(images.shape[0])[:, None, None]
+    x = images[n, rows[:, :, None], cols[:, None, :]].float() - t.mean_image[rows[:, :, None], cols[:, None, :]]
+    if t.colour_noise is not None:
+        x += (a @ t.noise_matrix.T)[:, None, None, :]
+    return x.permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("size,channels_last,planar", [(224, False, True), (227, True, False), (224, True, True)])
+def test_cpu_slicing_path_equals_the_gather_bit_for_bit(size, channels_last, planar):
+    g = torch.Generator().manual_seed(4)
+    images = torch.randint(0, 256, (10, 3, 256, 256), dtype=torch.uint8, generator=g).permute(0, 2, 3, 1)
+    if not planar:  # BatchLoader's CPU batches are stored channel by channel; GPU ones are contiguous
+        images = images.contiguous()
+    t = TrainPatch((torch.rand(256, 256, 3, generator=g) * 255).numpy(), EIGVAL, EIGVEC, size=size,
+                   channels_last=channels_last)
+    out = t(images, batch_generator(3, 1, 4))
+    assert torch.equal(out, _gather_reference(t, images, batch_generator(3, 1, 4)))  # exact, not close
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert out.is_contiguous(memory_format=layout) and out.shape == (10, 3, size, size)
+
+
+def test_one_thread_restores_the_thread_count_even_on_error():
+    from paper_repro.augment import one_thread
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="inside"):
+        with one_thread():
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

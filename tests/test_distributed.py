@@ -16,13 +16,7 @@ from paper_repro.optim import PaperSGD
 BATCH = 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded kernels: on shared cores, two spinning threads per process are much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _free_port():

@@ -61,6 +61,22 @@ def test_views_reject_bad_input():
         TenViews(np.zeros((256, 256, 3), np.float32), 224, views=5)
 
 
+def test_views_into_a_reused_buffer_and_from_planar_batches():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(2, 256, 256, 3), dtype=np.uint8)
+    mean = rng.uniform(0, 255, size=(256, 256, 3)).astype(np.float32)
+    cut = TenViews(mean, 224)
+    want = numpy_views(images, mean.astype(np.float64), 224)
+    buffer = torch.full((20, 3, 224, 224), float("nan"))
+    planar = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)  # BatchLoader's CPU layout
+    got = cut(planar, out=buffer)
+    assert got.data_ptr() == buffer.data_ptr()
+    np.testing.assert_allclose(buffer.numpy(), want, rtol=0, atol=1e-4)
+    assert torch.equal(cut(torch.from_numpy(images)), buffer)
+    with pytest.raises(ValueError, match=r"out must be a contiguous float32 CPU tensor of shape \(20, 3, 224, 224\)"):
+        cut(planar, out=torch.empty(10, 3, 224, 224))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_ten_views_on_cuda_match_cpu():
     rng = np.random.default_rng(2)

@@ -24,13 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--gpus", "cpu,cpu", "--width", "0.125", "--workers", "0", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded kernels: on shared cores, two spinning threads per process are much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _env():
@@ -74,6 +68,18 @@ def test_batch_loader_order_resume_start_and_workers(tiny_store):
     with_workers = BatchLoader(store, order, batch_size=4, workers=1, drop_last=True)
     got = list(with_workers)
     assert len(got) == 2 and torch.equal(got[1][0], batches[1][0]) and torch.equal(got[1][1], batches[1][1])
+
+
+def test_batch_loader_cpu_batches_are_planar_with_the_same_pixels(tiny_store):
+    store = ImageNetStore(tiny_store, "val")
+    order = np.arange(len(store))[::-1].copy()
+    planar = next(iter(BatchLoader(store, order, batch_size=5, workers=1)))[0]  # CPU consumer: the default
+    plain = next(iter(BatchLoader(store, order, batch_size=5, planar=False)))[0]
+    assert planar.shape == plain.shape == (5, 256, 256, 3) and planar.dtype == torch.uint8
+    assert planar.permute(0, 3, 1, 2).is_contiguous() and plain.is_contiguous()
+    assert torch.equal(planar, plain)
+    for j, i in enumerate(order[:5]):
+        assert np.array_equal(planar[j].numpy(), store[int(i)][0])
 
 
 def test_narrow_net_learns(store_factory, tmp_path):
