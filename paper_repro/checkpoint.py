@@ -6,6 +6,20 @@ import tempfile
 import torch
 
 
+def _umask():
+    """The process umask, read without changing it where the OS allows (os.umask is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write_fn, mode="wb"):
     """Call write_fn(file) on a temp file beside `path`, fsync, then rename it over `path`."""
     path = os.fspath(path)
@@ -13,6 +27,8 @@ def atomic_write(path, write_fn, mode="wb"):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; give it the permissions an ordinary open() would have.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             write_fn(f)
             f.flush()

@@ -412,7 +412,7 @@ def _curves_section(log, out):
     drops = plot_curves(log, os.path.join(out, "curves.png"))
     return md + ["![training curves](curves.png)", "",
                  f"{len(log)} epoch{'s' if len(log) != 1 else ''} logged; learning rate "
-                 f"{log[0].get('lr')} -> {log[-1].get('lr')}; drops after epoch"
+                 f"{log[0].get('lr'):g} -> {log[-1].get('lr'):g}; drops after epoch"
                  f"{'s' if len(drops) != 1 else ''}: {', '.join(map(str, drops)) or 'none'} (dashed red lines). "
                  "Validation errors during training are centre-patch (1 view) errors.", ""]
 
@@ -478,7 +478,7 @@ def write_report(run, out, evals=(), data=None, devices=("cpu",), queries=5, poo
     model_config = config.get("model_config") or (ckpt or {}).get("model_config") or {}
     ident = dataset_identity(data, model_config.get("num_classes"))
     num_classes = _store_classes(data) or model_config.get("num_classes")
-    md = [f"# AlexNet reproduction report: `{os.path.abspath(run)}`", "",
+    md = [f"# AlexNet reproduction report: `{run}`", "",
           f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by "
           "`python -m paper_repro.report`. Paper: Krizhevsky, Sutskever & Hinton, NIPS 2012.", "",
           f"Data: `{data}`: **{ident['name']}**."]

@@ -54,6 +54,17 @@ def test_atomic_write_keeps_old_file_when_the_writer_fails(tmp_path):
     assert os.listdir(tmp_path) == ["f.json"]  # no temp file left behind
 
 
+def test_atomic_write_gives_the_permissions_of_an_ordinary_open(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "a.json", {})
+        with open(tmp_path / "b.json", "w"):
+            pass
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "a.json").st_mode & 0o777 == os.stat(tmp_path / "b.json").st_mode & 0o777 == 0o644
+
+
 def test_checkpoint_round_trip_and_errors(tmp_path):
     obj = {"model": {"w": torch.arange(6.0).view(2, 3)}, "epoch": 3, "rng": torch.get_rng_state()}
     save_checkpoint(tmp_path / "c.pt", obj)
