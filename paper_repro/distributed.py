@@ -63,9 +63,16 @@ def barrier():
         dist.barrier()
 
 
-def cleanup():
-    """Leave the process group, if one was joined."""
+def cleanup(synchronize=True):
+    """Leave the process group, if one was joined; with `synchronize`, first wait for every process.
+
+    A process that destroys a gloo group while its peer is still talking through it can make the
+    peer abort (SIGABRT); after an error the peers may be gone, so callers pass synchronize=False.
+    Free DDP-wrapped models first: their reducer holds the group.
+    """
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -322,11 +322,14 @@ def main(args):
     except ValueError as e:
         raise SetupError(str(e)) from None
     rank, world_size = dist_utils.init_from_env(devices)
+    finished = False
     try:
         with StopFlag() as stop:
-            return _train(args, devices, rank, world_size, stop)
+            record = _train(args, devices, rank, world_size, stop)  # its DDP model is freed on return
+        finished = True
+        return record
     finally:
-        dist_utils.cleanup()
+        dist_utils.cleanup(synchronize=finished)
 
 
 def _train(args, devices, rank, world_size, stop):

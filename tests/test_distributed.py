@@ -49,19 +49,25 @@ def _replica(rank, world_size, port, out):
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     assert distributed.init_from_env(("cpu", "cpu")) == (rank, world_size)
+    finished = False
     try:
-        model = distributed.wrap(_model())
-        assert isinstance(model, torch.nn.parallel.DistributedDataParallel)
-        x, y = _data()
-        half = slice(rank * BATCH // 2, (rank + 1) * BATCH // 2)
-        state = _steps(model, [(x[half], y[half])] * 2)
-        total = distributed.all_reduce_sum([rank + 1, 0.5])
-        stop = distributed.any_process(rank == 1)
-        gathered = distributed.all_gather_objects({"rank": rank})
-        if distributed.is_main():
-            torch.save({"state": state, "total": total, "stop": stop, "gathered": gathered}, out)
+        _replica_work(rank, out)  # the DDP model lives only in there: freed before the group is left
+        finished = True
     finally:
-        distributed.cleanup()
+        distributed.cleanup(synchronize=finished)
+
+
+def _replica_work(rank, out):
+    model = distributed.wrap(_model())
+    assert isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    x, y = _data()
+    half = slice(rank * BATCH // 2, (rank + 1) * BATCH // 2)
+    state = _steps(model, [(x[half], y[half])] * 2)
+    total = distributed.all_reduce_sum([rank + 1, 0.5])
+    stop = distributed.any_process(rank == 1)
+    gathered = distributed.all_gather_objects({"rank": rank})
+    if distributed.is_main():
+        torch.save({"state": state, "total": total, "stop": stop, "gathered": gathered}, out)
 
 
 def test_two_gloo_replicas_equal_one_process_on_the_whole_batch(tmp_path):
