@@ -3,7 +3,6 @@ import os
 import sys
 
 import pytest
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -11,6 +10,7 @@ if ROOT not in sys.path:
 
 from data_prep.build_imagenet import build  # noqa: E402
 from data_prep.make_demo_imagenet import make_demo_imagenet  # noqa: E402
+from paper_repro import augment  # noqa: E402
 
 
 def make_store(tmp_path, num_classes=4, train_per_class=12, val_per_class=4, seed=0, layout="archives",
@@ -45,7 +45,5 @@ def store_factory(tmp_path_factory):
 @pytest.fixture
 def one_thread():
     """Single-threaded kernels: on shared cores, two spinning threads per process are much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with augment.one_thread():
+        yield
