@@ -13,9 +13,8 @@ import colorsys
 import gzip
 import io
 import os
-import tarfile
-
 import sys
+import tarfile
 
 import numpy as np
 from PIL import Image

@@ -8,8 +8,10 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 
+import numpy as np
 import torch
 
 from paper_repro.checkpoint import atomic_write_json
@@ -125,10 +127,9 @@ def bench_train(args):
     return result
 
 
-def export_image_folder(store, folder, limit=None):
+def export_image_folder(store, folder):
     """Write the store's JPEGs as folder/<wnid>/<name>: the ImageFolder tree the baselines read."""
-    count = len(store) if limit is None else min(limit, len(store))
-    for i in range(count):
+    for i in range(len(store)):
         d = os.path.join(folder, store.classes[int(store.labels[i])])
         os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, os.path.basename(store.filenames[i])), "wb") as f:
@@ -154,27 +155,15 @@ def time_batches(batches, make_input, devices, seconds, warmup):
     return images, time.perf_counter() - start
 
 
-class _FloatTensor:
-    """PIL image -> float32 C x H x W on the 0-255 scale (picklable for DataLoader workers)."""
-
-    def __call__(self, image):
-        import numpy as np
-
-        return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
-
-
 class _StackCrops:
-    """TenCrop's tuple of PIL crops -> a V x 3 x S x S float tensor (picklable for workers)."""
+    """TenCrop's tuple of PIL crops -> a V x 3 x S x S float tensor, 0-255 scale (picklable for workers)."""
 
     def __call__(self, crops):
-        to_float = _FloatTensor()
-        return torch.stack([to_float(c) for c in crops])
+        return torch.stack([torch.from_numpy(np.asarray(c, dtype=np.float32)).permute(2, 0, 1) for c in crops])
 
 
 def bench_loader(args):
     """The training input pipeline (decode, crop, flip, colour noise, mean) vs ImageFolder + RandomCrop."""
-    import tempfile
-
     import torchvision
     from torchvision import transforms
 
@@ -230,8 +219,6 @@ def bench_loader(args):
 
 def bench_eval(args):
     """Ten-view evaluation of the val split: ours (views cut on the device) vs ImageFolder + TenCrop."""
-    import tempfile
-
     import torchvision
     from torchvision import transforms
 
@@ -285,8 +272,6 @@ def bench_eval(args):
 
 def bench_prep(args):
     """data_prep's image recipe vs the first PIL script a user would write, same images and pool size."""
-    import tempfile
-
     from data_prep.bench_prep import bench_prep as run_prep, find_images
 
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:

@@ -72,7 +72,7 @@ def cleanup(synchronize=True):
     """
     if dist.is_available() and dist.is_initialized():
         if synchronize:
-            dist.barrier()
+            barrier()
         dist.destroy_process_group()
 
 
