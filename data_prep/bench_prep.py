@@ -1,6 +1,9 @@
 """Benchmark our image prep against the script a user would write first, on the same images and cores.
 
-python data_prep/bench_prep.py --source DIR [--workers N] [--limit N] [--json OUT]
+python data_prep/bench_prep.py --source DIR [--workers N] [--limit N] [--repeat N] [--tmp DIR] [--json OUT]
+
+Prints one JSON object: the stage, the machine, then the figures (the same object the former
+`python -m paper_repro.bench prep` printed).
 
 Baseline (what one writes first): PIL open, .convert("RGB"), resize the shorter side to 256 with
 PIL's default filter, centre crop, save JPEG q90 one file per image, multiprocessing.Pool(N).
@@ -13,24 +16,32 @@ when other jobs share the cores).
 """
 import argparse
 import glob
+import io
 import json
 import multiprocessing
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 
+import numpy as np
 from PIL import Image
 
-if __package__ in (None, ""):  # run as a script: make the checkout importable
-    import sys
-
+if __package__ in (None, ""):
+    # `python data_prep/bench_prep.py` in a checkout that is not pip-installed: the package imports
+    # below need the checkout on sys.path first (the one import allowed to follow code).
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_prep.build_imagenet import init_worker, process_shard  # noqa: E402
 from data_prep.image_recipe import JPEG_QUALITY, JPEG_SUBSAMPLING  # noqa: E402
-from paper_repro.checkpoint import atomic_write_json  # noqa: E402
+from data_prep.shard_tasks import FileShard, SourceFile  # noqa: E402
+from paper_repro import cli  # noqa: E402
+from paper_repro.atomic import atomic_write_json  # noqa: E402
+from paper_repro.data import decode_image  # noqa: E402
+
+PROG = "python data_prep/bench_prep.py"
 
 
 def baseline_one(args):
@@ -49,8 +60,6 @@ def baseline_one(args):
 
 def baseline_stats_chunk(paths):
     """The first-try statistics pass over saved 256x256 JPEGs: numpy float64 sums (mean image, RGB covariance)."""
-    import numpy as np
-
     t = time.process_time()
     image_sum, pixel_sum, outer = np.zeros((256, 256, 3)), np.zeros(3), np.zeros((3, 3))
     for p in paths:
@@ -70,13 +79,9 @@ def _ours(args):
 
 def _warm(_):
     init_worker()
-    from paper_repro.data import decode_image  # import torchvision once per worker, outside the timing
-    import numpy as np
-    from PIL import Image as _I
-    import io
     buf = io.BytesIO()
-    _I.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "JPEG")
-    decode_image(buf.getvalue())
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "JPEG")
+    decode_image(buf.getvalue())  # load the JPEG decoder once per worker, outside the timing
     return os.getpid()
 
 
@@ -85,7 +90,8 @@ def find_images(source, limit=None):
     paths = sorted(q for ext in ("*.JPEG", "*.jpg", "*.jpeg", "*.png", "*.PNG")
                    for q in glob.glob(os.path.join(source, ext)))
     if not paths:
-        raise FileNotFoundError(f"no images (*.JPEG, *.jpg, *.png) in {source}")
+        raise cli.UsageError(f"--source {source}: no images (*.JPEG, *.jpg, *.jpeg, *.png) directly in it; "
+                             f"pass a folder of image files")
     return paths[:limit]
 
 
@@ -99,10 +105,8 @@ def bench_prep(image_paths, workers, out_dir, repeat=3):
     work = tempfile.mkdtemp(prefix="bench_prep_", dir=out_dir)
     # Our shards: a few per worker so the pool stays balanced (the build: one shard per class).
     n_shards = max(1, min(n, 4 * workers))
-    tasks = [{"split": "train", "shard": k, "kind": "files", "label": 0,
-              "items": [{"name": "%08d_%s" % (i, os.path.basename(p)), "path": p, "label": 0}
-                        for i, p in list(enumerate(image_paths))[k::n_shards]]}
-             for k in range(n_shards)]
+    files = [SourceFile("%08d_%s" % (i, os.path.basename(p)), p, 0) for i, p in enumerate(image_paths)]
+    shards = [files[k::n_shards] for k in range(n_shards)]
     names = ("baseline", "ours", "baseline_with_stats", "ours_with_stats")
     times, cpu = {k: [] for k in names}, {k: [] for k in names}
     try:
@@ -123,7 +127,7 @@ def bench_prep(image_paths, workers, out_dir, repeat=3):
                             used += sum(pool.map(baseline_stats_chunk,
                                                  [saved[k::n_shards] for k in range(n_shards)]))
                     else:
-                        jobs = [(dict(t_, split=split), dst) for t_ in tasks]
+                        jobs = [(FileShard(split, k, f), dst) for k, f in enumerate(shards)]
                         res = list(pool.imap_unordered(_ours, jobs))
                         done, used = sum(c for c, _ in res), sum(u for _, u in res)
                     times[name].append(time.perf_counter() - t)
@@ -134,6 +138,8 @@ def bench_prep(image_paths, workers, out_dir, repeat=3):
     best = {k: min(v) for k, v in times.items()}
     cpu_best = {k: min(v) for k, v in cpu.items()}
     return {
+        "stage": "prep",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores visible",
         "images": n,
         "workers": workers,
         "repeats": repeat,
@@ -164,25 +170,40 @@ def bench_prep(image_paths, workers, out_dir, repeat=3):
                                "(PIL open, numpy float64 mean-image and RGB x x^T sums) in the same pool",
         "ours_with_stats": "process_shard (build's train path): the same as ours plus decoding every "
                            "stored image back and exact mean-image / RGB-covariance sums",
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores visible",
     }
 
 
-def main(argv=None):
-    """CLI."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True, help="folder of images (*.JPEG, *.jpg, *.png)")
-    p.add_argument("--workers", type=int, default=os.cpu_count())
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("--repeat", type=int, default=3, help="runs of each, interleaved (best is reported)")
-    p.add_argument("--json", default=None, help="write the figures here")
-    p.add_argument("--tmp", default=None, help="scratch folder (default: system temp)")
-    a = p.parse_args(argv)
-    res = bench_prep(find_images(a.source, a.limit), a.workers, a.tmp or tempfile.gettempdir(), a.repeat)
-    print(json.dumps(res, indent=1))
-    if a.json:
-        atomic_write_json(a.json, res)
+def run(args):
+    """The figures of the benchmark the parsed `args` describe, its scratch files removed."""
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        return bench_prep(find_images(args.source, args.limit), args.workers, tmp, repeat=args.repeat)
+
+
+def get_args_parser():
+    """The command-line arguments of the prep benchmark."""
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", metavar="DIR", required=True,
+                   help="folder of source images (*.JPEG, *.jpg, *.jpeg, *.png directly in it)")
+    p.add_argument("--workers", metavar="N", type=int, default=os.cpu_count(),
+                   help="processes of the pool both sides run in (default: all cores, here %(default)s)")
+    p.add_argument("--limit", metavar="N", type=int, default=None,
+                   help="use at most this many images (default: all)")
+    p.add_argument("--repeat", metavar="N", type=int, default=3,
+                   help="interleaved repeats; the best of each is kept (default: %(default)s)")
+    p.add_argument("--tmp", metavar="DIR", default=None,
+                   help="where both sides write their outputs (default: the system temp folder)")
+    p.add_argument("--json", metavar="FILE", default=None, help="also write the JSON here, atomically")
+    return p
+
+
+def main(args):
+    """Run the benchmark, print its JSON, and write it to --json if given."""
+    result = run(args)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        atomic_write_json(args.json, result)
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(PROG, main, get_args_parser().parse_args())

@@ -74,6 +74,8 @@ def open_checked(data):
         im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise SkipImage(f"refused: absurd image dimensions (decompression bomb guard): {e}")
+    except Image.UnidentifiedImageError:  # its message holds a memory address: a resumed build must repeat it
+        raise SkipImage("not a decodable image (no image format PIL reads)")
     except Exception as e:
         raise SkipImage(f"not a decodable image ({type(e).__name__}: {e})")
     w, h = im.size
@@ -114,22 +116,14 @@ def prepare_pixels(data):
     return out
 
 
-def encode_jpeg(im, quality=JPEG_QUALITY):
+def encode_jpeg(im):
     """JPEG bytes of a store image, with the store's quality and chroma subsampling."""
     buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING)
+    im.save(buf, "JPEG", quality=JPEG_QUALITY, subsampling=JPEG_SUBSAMPLING)
     return buf.getvalue()
 
 
-def prepare_image(data, quality=JPEG_QUALITY):
+def prepare_image(data):
     """Encoded source image bytes -> JPEG bytes of the 256x256 RGB store image (SkipImage if unusable)."""
-    return encode_jpeg(prepare_pixels(data), quality)
+    return encode_jpeg(prepare_pixels(data))
 
-
-def image_sums(img):
-    """Exact integer partial sums of one decoded uint8 image: pixel sum [3], sum of x x^T [3,3]."""
-    import torch
-
-    # float64 is exact here (every partial sum is an integer < 2**53); torch's matmul is 3x numpy's
-    x = torch.from_numpy(img).reshape(-1, 3).to(torch.float64)
-    return x.sum(0).numpy().astype(np.int64), (x.T @ x).numpy().astype(np.int64)

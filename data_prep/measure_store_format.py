@@ -11,14 +11,24 @@ import io
 import json
 import os
 import platform
+import sys
 import time
 
 import numpy as np
+import torch
 from PIL import Image
 
-from data_prep.image_recipe import SkipImage, prepare_pixels
-from paper_repro.checkpoint import atomic_write_json
-from paper_repro.data import decode_image
+if __package__ in (None, ""):
+    # `python data_prep/measure_store_format.py` in a checkout that is not pip-installed: the package
+    # imports below need the checkout on sys.path first (the one import allowed to follow code).
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data_prep.image_recipe import SkipImage, prepare_pixels  # noqa: E402
+from paper_repro import cli  # noqa: E402
+from paper_repro.atomic import atomic_write_json  # noqa: E402
+from paper_repro.data import decode_image  # noqa: E402
+
+PROG = "python data_prep/measure_store_format.py"
 
 TRAIN_IMAGES = 1_281_167  # ILSVRC-2012 training set
 
@@ -40,8 +50,6 @@ def _timed(fn, items, repeat=3):
 
 def measure(paths):
     """Dict of per-format figures over the store images made from `paths`."""
-    import torch
-
     torch.set_num_threads(1)
     pixels = []
     for p in paths:
@@ -89,19 +97,26 @@ def measure(paths):
             f"{os.cpu_count()} CPU cores", "formats": out}
 
 
-def main(argv=None):
-    """CLI."""
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--source", required=True)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--json", default=None)
-    a = p.parse_args(argv)
-    paths = sorted(glob.glob(os.path.join(a.source, "*.JPEG")))[:a.limit]
+def get_args_parser():
+    """The command-line arguments of the measurement."""
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", metavar="DIR", required=True, help="folder of *.JPEG source images")
+    p.add_argument("--limit", metavar="N", type=int, default=None, help="use the first N images (default: all)")
+    p.add_argument("--json", metavar="FILE", default=None, help="also write the figures here, atomically")
+    return p
+
+
+def main(args):
+    """Measure the formats on the images of --source, print the JSON, and write it to --json if given."""
+    paths = sorted(glob.glob(os.path.join(args.source, "*.JPEG")))[:args.limit]
+    if not paths:
+        raise cli.UsageError(f"--source {args.source}: no *.JPEG images directly in it")
     res = measure(paths)
     print(json.dumps(res, indent=1))
-    if a.json:
-        atomic_write_json(a.json, res)
+    if args.json:
+        atomic_write_json(args.json, res)
+    return res
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(PROG, main, get_args_parser().parse_args())

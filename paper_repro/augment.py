@@ -1,16 +1,17 @@
 """The paper's data augmentation over uint8 batches (N x 256 x 256 x 3), on any device.
 
-On a GPU, crop and flip are one gather, so the whole transform is a handful of kernels. On the
-CPU that gather is slow and single-threaded, so CPU batches are cut by slicing, one image at a
-time, straight into a preallocated output (same numbers, bit for bit). All randomness comes from
-an explicit CPU torch.Generator, so a batch's augmentation is the same on every device and a
-resumed run can replay it exactly.
+Two paths compute the same numbers, bit for bit. "gather": crop and flip are one gather, so the
+whole transform is a handful of kernels (the GPU's path). "slices": the CPU cuts each image by
+slicing, straight into a preallocated output (there the gather is slow and single-threaded).
+path="auto" takes the gather on a GPU and the slices on the CPU; tests run both on CPU tensors.
+All randomness comes from an explicit CPU torch.Generator, so a batch's augmentation is the same
+on every device and a resumed run can replay it exactly.
 """
 import contextlib
 
 import torch
 
-CROP_SIZES = (224, 227)
+PATHS = ("auto", "gather", "slices")
 
 
 def _patch_indices(offset_y, offset_x, flip, size):
@@ -83,6 +84,42 @@ def _check_batch(images, where):
         raise ValueError(f"{where}: expected a uint8 batch N x H x W x 3, got {images.dtype} {tuple(images.shape)}")
 
 
+def check_path(path, where):
+    """Raise a ValueError unless `path` is one of PATHS."""
+    if path not in PATHS:
+        raise ValueError(f"{where}: path must be one of {PATHS}; got {path!r}")
+
+
+def resolve_path(path, images, where):
+    """The path that cuts `images`: "auto" is the gather off the CPU and the slices on it; slices need a CPU batch."""
+    if path == "auto":
+        return "slices" if images.device.type == "cpu" else "gather"
+    if path == "slices" and images.device.type != "cpu":
+        raise ValueError(f"{where}: path='slices' cuts CPU batches; this batch is on {images.device} "
+                         "(pass path='auto' or 'gather')")
+    return path
+
+
+def pack_draws(offset_y, offset_x, flip, shift):
+    """One float32 N x 6 CPU tensor [offset_y, offset_x, flip, shift (3)]: a batch's draws in one copy to a device.
+
+    Offsets below 2^24 and 0/1 flips are exact in float32, so unpack_draws returns them unchanged.
+    """
+    return torch.cat([offset_y[:, None].float(), offset_x[:, None].float(), flip[:, None].float(), shift], 1)
+
+
+def unpack_draws(packed):
+    """(offset_y, offset_x, flip, shift) from pack_draws' tensor, on its device."""
+    return packed[:, 0].long(), packed[:, 1].long(), packed[:, 2] != 0, packed[:, 3:]
+
+
+def draws_to(packed, device):
+    """`packed` on `device` in one copy: pinned first when the device is a GPU, so the copy does not block the host."""
+    if torch.device(device).type == "cuda":
+        packed = packed.pin_memory()
+    return packed.to(device, non_blocking=True)
+
+
 class TrainPatch:
     """Random patch, horizontal flip (p=0.5), PCA colour noise, minus the mean image at the patch's place.
 
@@ -93,12 +130,15 @@ class TrainPatch:
     """
 
     def __init__(self, mean_image, eigval, eigvec, size=224, colour_noise="sqrt", noise_std=0.1,
-                 flip=True, channels_last=False):
+                 flip=True, channels_last=False, path="auto"):
+        """The augmentation of section 4.1 (see the class docstring); `path` picks gather or slices (module docstring)."""
         if colour_noise not in ("sqrt", "eigval", None):
             raise ValueError(f"colour_noise must be 'sqrt', 'eigval' or None, got {colour_noise!r}")
+        check_path(path, "TrainPatch")
         self.mean_image = torch.as_tensor(mean_image, dtype=torch.float32)
-        self._cpu_means = None  # (mean image, its reflection) for the CPU path, made on first use
-        self.size, self.flip, self.channels_last = size, flip, channels_last
+        self._cpu_means = None  # (mean image, its reflection) for the slices path, made on first use
+        self._device_means = {}  # device -> the mean image there, for the gather path
+        self.size, self.flip, self.channels_last, self.path = size, flip, channels_last, path
         self.noise_std, self.colour_noise = noise_std, colour_noise
         eigval = torch.as_tensor(eigval, dtype=torch.float64)
         scale = {"sqrt": eigval.sqrt(), "eigval": eigval, None: torch.zeros(3, dtype=torch.float64)}[colour_noise]
@@ -119,32 +159,44 @@ class TrainPatch:
         a = torch.randn(n, 3, generator=generator) * self.noise_std
         return oy, ox, flip, a
 
+    def shift(self, a):
+        """Each image's colour shift eigvec @ (a * scale) (N x 3, on the CPU), from its draws `a`."""
+        return a @ self.noise_matrix.T
+
     def __call__(self, images, generator):
         """Augment a uint8 N x 256 x 256 x 3 batch (any device) with randomness from `generator` (CPU)."""
         _check_batch(images, "TrainPatch")
-        if images.device.type == "cpu":
-            return self._cpu(images, *self.draw(images.shape[0], generator))
-        dev = images.device
-        oy, ox, flip, a = (t.to(dev, non_blocking=True) for t in self.draw(images.shape[0], generator))
-        self.mean_image, self.noise_matrix = self.mean_image.to(dev), self.noise_matrix.to(dev)
-        rows, cols = _patch_indices(oy, ox, flip, self.size)
-        x = _gather(images, rows, cols).float() - self.mean_image[rows[:, :, None], cols[:, None, :]]
-        if self.colour_noise is not None:
-            shift = a @ self.noise_matrix.T
-            x += shift[:, None, None, :]
-        return _to_nchw(x, self.channels_last)
-
-    def _cpu(self, images, oy, ox, flip, a):
-        """The CPU path: per-image slices written into one preallocated output (equal to the gather's)."""
-        if self._cpu_means is None:
-            self._cpu_means = mean_in_layout(self.mean_image.cpu(), self.channels_last)
         h, w = images.shape[1:3]
         if (h, w) != tuple(self.mean_image.shape[:2]):
             raise ValueError(f"TrainPatch: images are {h}x{w} but the mean image is "
                              f"{self.mean_image.shape[0]}x{self.mean_image.shape[1]}; pass the mean image "
                              f"of the store the batches come from (load_stats(STORE)['mean_image'])")
+        oy, ox, flip, a = self.draw(images.shape[0], generator)
+        # The shift is computed here, on the CPU, for both paths: every device adds the same numbers.
+        shift = self.shift(a) if self.colour_noise is not None else None
+        if resolve_path(self.path, images, "TrainPatch") == "slices":
+            return self._slices(images, oy, ox, flip, shift)
+        return self._gather(images, oy, ox, flip, shift)
+
+    def _gather(self, images, oy, ox, flip, shift):
+        """The gather path: the draws reach the device in one copy, then crop + flip is one gather."""
+        dev = images.device
+        packed = pack_draws(oy, ox, flip, shift if shift is not None else torch.zeros(len(oy), 3))
+        oy, ox, flip, shift_here = unpack_draws(draws_to(packed, dev))
+        if str(dev) not in self._device_means:
+            self._device_means[str(dev)] = self.mean_image.to(dev)
+        mean = self._device_means[str(dev)]
+        rows, cols = _patch_indices(oy, ox, flip, self.size)
+        x = _gather(images, rows, cols).float() - mean[rows[:, :, None], cols[:, None, :]]
+        if shift is not None:
+            x += shift_here[:, None, None, :]
+        return _to_nchw(x, self.channels_last)
+
+    def _slices(self, images, oy, ox, flip, shift):
+        """The slices path (CPU): per-image slices written into one preallocated output (equal to the gather's)."""
+        if self._cpu_means is None:
+            self._cpu_means = mean_in_layout(self.mean_image, self.channels_last)
         out, hwc = _empty_patches(images.shape[0], self.size, self.channels_last)
-        shift = a @ self.noise_matrix.cpu().T if self.colour_noise is not None else None
         with one_thread():
             for n, (top, left, flipped) in enumerate(zip(oy.tolist(), ox.tolist(), flip.tolist())):
                 cut_patch(images[n], *self._cpu_means, top, left, self.size, flipped, hwc[n])
@@ -156,22 +208,27 @@ class TrainPatch:
 class CentrePatch:
     """The central patch minus the mean image there (per-epoch validation; no randomness)."""
 
-    def __init__(self, mean_image, size=224, channels_last=False):
+    def __init__(self, mean_image, size=224, channels_last=False, path="auto"):
+        """The centre `size` patch; `path`: "gather" (one kernel chain, the GPU's) or "slices" (CPU), as TrainPatch."""
+        check_path(path, "CentrePatch")
         self.mean_image = torch.as_tensor(mean_image, dtype=torch.float32)
-        self.size, self.channels_last = size, channels_last
+        self._device_means = {}
+        self.size, self.channels_last, self.path = size, channels_last, path
         h, w = self.mean_image.shape[:2]
         self.top, self.left = (h - size) // 2, (w - size) // 2
 
     def __call__(self, images, generator=None):
         """Centre patch of a uint8 N x 256 x 256 x 3 batch as float N x 3 x size x size."""
         _check_batch(images, "CentrePatch")
-        self.mean_image = self.mean_image.to(images.device)
         t, l, s = self.top, self.left, self.size
-        if images.device.type == "cpu":  # one pass into the output, no float temporaries
+        if resolve_path(self.path, images, "CentrePatch") == "slices":  # one pass into the output, no temporaries
             out, hwc = _empty_patches(images.shape[0], s, self.channels_last)
             torch.sub(images[:, t:t + s, l:l + s, :], self.mean_image[t:t + s, l:l + s, :], out=hwc)
             return out
-        x = images[:, t:t + s, l:l + s, :].float() - self.mean_image[t:t + s, l:l + s, :]
+        if str(images.device) not in self._device_means:
+            self._device_means[str(images.device)] = self.mean_image.to(images.device)
+        mean = self._device_means[str(images.device)]
+        x = images[:, t:t + s, l:l + s, :].float() - mean[t:t + s, l:l + s, :]
         return _to_nchw(x, self.channels_last)
 
 

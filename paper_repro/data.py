@@ -1,19 +1,21 @@
-"""Read the 256x256 ImageNet store written by data_prep/build_imagenet.py.
+"""Read the 256x256 ImageNet store written by data_prep/build_imagenet.py, and say what data set it holds.
 
 Store layout (see results/store_format.md for why JPEG shards):
-  STORE/manifest.json              written last by the build: classes, splits, counts, settings
+  STORE/manifest.json              written last by the build: classes, class_words, splits, counts, settings
   STORE/<split>/shard-NNNNN.bin    concatenated JPEG files (256x256 RGB)
   STORE/<split>/index.npy          int64 [N, 4]: shard, byte offset, byte length, label
   STORE/<split>/filenames.txt      the source file name of each image, one per line
   STORE/stats.json, STORE/mean_image.npy   training-set statistics (load_stats)
 """
-import functools
 import io
 import json
 import os
 import warnings
 
 import numpy as np
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
@@ -25,39 +27,27 @@ def shard_name(k):
 
 
 def _decode_pil(buf):
-    from PIL import Image
-
     im = Image.open(io.BytesIO(buf))
     if im.mode != "RGB":
         im = im.convert("RGB")
     return np.asarray(im)
 
 
-@functools.lru_cache(maxsize=None)
-def _jpeg_decoder():
-    """torchvision's libjpeg-turbo decode_jpeg (faster than PIL on 256x256 JPEGs and bit-identical,
-    results/store_format.md), imported on first use so that the build's no-op path stays quick."""
-    try:
-        import torch
-        from torchvision.io import ImageReadMode, decode_jpeg
-    except ImportError:  # same pixels from PIL (both are libjpeg-turbo)
-        return _decode_pil
-
-    def decode(buf):
-        data = torch.frombuffer(bytearray(buf), dtype=torch.uint8)
-        with warnings.catch_warnings():
-            # torchvision >= 0.29 flags its codecs as deprecated (moving to torchcodec); 0.26 does not
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return decode_jpeg(data, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
-
-    return decode
+def _decode_jpeg(buf):
+    """torchvision's libjpeg-turbo decode_jpeg: faster than PIL on 256x256 JPEGs and bit-identical
+    (results/store_format.md)."""
+    data = torch.frombuffer(bytearray(buf), dtype=torch.uint8)
+    with warnings.catch_warnings():
+        # torchvision >= 0.29 flags its codecs as deprecated (moving to torchcodec); 0.26 does not
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(data, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
 
 
 def decode_image(buf):
     """Decode encoded image bytes to a uint8 HxWx3 RGB array (the decoder the store uses)."""
     if buf[:3] != b"\xff\xd8\xff":
         return _decode_pil(buf)
-    return np.ascontiguousarray(_jpeg_decoder()(buf))
+    return np.ascontiguousarray(_decode_jpeg(buf))
 
 
 def read_manifest(root):
@@ -93,6 +83,9 @@ class ImageNetStore:
             raise ValueError(f"split {split!r} of image store {self.root} is empty (0 images); "
                              f"see {os.path.join(self.root, 'skipped.json')} for skipped files")
         self.classes = list(manifest["classes"])
+        # Names of the classes (words.txt's entries) where the build recorded them; None in older stores.
+        words = manifest.get("class_words")
+        self.class_words = list(words) if words and len(words) == len(self.classes) else None
         folder = os.path.join(self.root, split)
         index = np.load(os.path.join(folder, "index.npy"))
         self._shard = index[:, 0].copy()
@@ -125,7 +118,7 @@ class ImageNetStore:
         return fd
 
     def read_encoded(self, i):
-        """The stored encoded (JPEG) bytes of image i, for GPU decoding."""
+        """The stored JPEG bytes of image i."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"image index {i} out of range for {len(self)} images")
         i = int(i) % len(self)
@@ -166,4 +159,66 @@ def load_stats(root):
         "mean_image": np.load(os.path.join(root, "mean_image.npy")).astype(np.float32),
     }
 
+
+# ----------------------------------------------------------------------------- what the store holds
+
+ILSVRC2012_FIRST_LAST = ("n01440764", "n15075141")  # the sorted ILSVRC-2012 wnids start and end so
+DEMO_FLAGS = ("demo", "generated", "synthetic")
+ILSVRC_CLASSES = 1000
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+        return obj if isinstance(obj, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def store_classes(root):
+    """Number of classes in STORE's manifest, or None."""
+    classes = (_read_json(os.path.join(root, MANIFEST)) if root else {}).get("classes")
+    return len(classes) if classes else None
+
+
+def _manifest_and_settings(root):
+    """STORE's manifest and build settings ({} where absent; a partial store has only build.json)."""
+    manifest = _read_json(os.path.join(root, MANIFEST)) if root else {}
+    settings = manifest.get("settings") or (_read_json(os.path.join(root, "build.json")) if root else {})
+    return manifest, settings
+
+
+def is_generated(root):
+    """True for a store built from data_prep/make_demo_imagenet.py's generated images (never ImageNet)."""
+    manifest, settings = _manifest_and_settings(root)
+    return any(bool(d.get(k)) for d in (manifest, settings) for k in DEMO_FLAGS)
+
+
+def dataset_identity(root, num_classes=None):
+    """Return {"name", "imagenet", "year"} for STORE: "imagenet" is True only for ILSVRC-2010/2012.
+
+    A generated set (the "demo" flag build_imagenet.py records when data_prep/make_demo_imagenet.py
+    made the source) or Tiny ImageNet (settings "source_format") is named as such; ILSVRC needs 1000
+    classes and, for 2012, a class list that starts and ends with the real ILSVRC-2012 wnids; any
+    other store is "an image folder store of N classes".
+    """
+    manifest, settings = _manifest_and_settings(root)
+    classes = manifest.get("classes") or []
+    num_classes = len(classes) if classes else num_classes
+    year = settings.get("year") if isinstance(settings.get("year"), int) else None
+    not_ilsvrc = {"imagenet": False, "year": None}
+    if is_generated(root):
+        return {"name": f"a generated demo data set ({num_classes} classes; not ImageNet)", **not_ilsvrc}
+    if settings.get("source_format") == "tiny-imagenet":
+        return {"name": f"Tiny ImageNet ({num_classes} classes of 64x64 photographs; not ILSVRC, the paper's data)",
+                **not_ilsvrc}
+    folder = f"an image folder store of {num_classes} classes"
+    if num_classes != ILSVRC_CLASSES:
+        return {"name": f"{folder} (not ILSVRC: ILSVRC has {ILSVRC_CLASSES} classes)", **not_ilsvrc}
+    if year == 2012 and classes and (classes[0], classes[-1]) != ILSVRC2012_FIRST_LAST:
+        return {"name": f"{folder} (not ILSVRC: its classes are not ILSVRC-2012's)", **not_ilsvrc}
+    if year in (2010, 2012):
+        return {"name": f"ILSVRC-{year}", "imagenet": True, "year": year}
+    return {"name": f"{folder} (source not recorded; not compared with the paper)", **not_ilsvrc}
 

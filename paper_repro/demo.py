@@ -2,82 +2,123 @@
 
 generate archives -> build the 256x256 store -> train a narrow two-column net -> ten-view
 evaluation -> report. Every stage runs through the same command line a user would type, so
-the demo tests the product, and each command is printed before it runs.
+the demo tests the product, and each command is printed before it runs. Interrupted, the same
+command continues where it stopped (the training resumes from its checkpoint).
 """
 import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
 
+from paper_repro import cli
+from paper_repro.atomic import atomic_write_json
+from paper_repro.devices import parse_gpus
 
-def run(cmd, env=None):
-    """Print `cmd`, run it, fail loudly if it fails; return its wall time in seconds."""
+PROG = "paper_repro.demo"
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(stage, cmd):
+    """Print `cmd`, run it; return its wall time in seconds, or raise the failure as one clear line."""
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env)
+    # Ctrl-C reaches the stage too (same process group); the demo waits for it to save and exit instead of
+    # killing it, which is what subprocess.run does on KeyboardInterrupt.
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    try:
+        status = subprocess.Popen(cmd).wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted or status in (cli.INTERRUPTED, -signal.SIGINT):
+        raise cli.Interrupted(f"during {stage}; run the same demo command again to continue where it stopped")
+    if status != 0:
+        raise cli.RunFailed(f"the {stage} stage failed (exit status {status}; its message is above)")
     return time.perf_counter() - start
 
 
 def get_args_parser():
     """The demo's command line: where to work, where the report goes, and how big the demo is."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="results/demo", help="where the report (report.md + figures) goes")
-    p.add_argument("--workdir", default="demo_work", help="scratch: archives, store, run folder")
-    p.add_argument("--classes", type=int, default=10, help="classes in the generated data set")
-    p.add_argument("--train-per-class", type=int, default=100)
-    p.add_argument("--val-per-class", type=int, default=20)
+    p = argparse.ArgumentParser(prog="python -m paper_repro.demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=os.path.join("demo_work", "report"),
+                   help="where the report (report.md + figures + demo_summary.json) goes (default: %(default)s)")
+    p.add_argument("--workdir", default="demo_work",
+                   help="scratch: generated archives, store, run folder (default: %(default)s)")
+    p.add_argument("--classes", type=int, default=10, help="classes in the generated data set (default: %(default)s)")
+    p.add_argument("--train-per-class", type=int, default=100,
+                   help="generated training images per class (default: %(default)s)")
+    p.add_argument("--val-per-class", type=int, default=20,
+                   help="generated validation images per class (default: %(default)s)")
     p.add_argument("--config", default="demo_cpu",
-                   help="training config (paper_repro/configs/): a 1/4-width net with the init that lets it learn")
-    p.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
-    p.add_argument("--workers", type=int, default=2)
+                   help="training config (paper_repro/configs/): a 1/4-width net with the init that lets it learn "
+                        "(default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=None, help="override the config's epochs (default: the config's 10)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="decoding processes for build, train and evaluate (default: %(default)s)")
     p.add_argument("--gpus", default="cpu,cpu",
                    help="device spec for train and evaluate (see train --help); on the CPU the two-column "
-                        "layout is the faster one")
+                        "layout is the faster one (default: %(default)s)")
     return p
 
 
+def _check(args):
+    """Refuse bad settings before any work is done."""
+    try:
+        parse_gpus(args.gpus)
+    except ValueError as e:
+        raise cli.UsageError(str(e)) from None
+    for flag, value in (("--classes", args.classes), ("--train-per-class", args.train_per_class),
+                        ("--val-per-class", args.val_per_class)):
+        if value < 1 or (flag == "--classes" and value < 2):
+            raise cli.UsageError(f"{flag} {value}: must be at least {2 if flag == '--classes' else 1}")
+    if args.workers < 0:
+        raise cli.UsageError(f"--workers {args.workers}: must be >= 0")
+    for flag, path in (("--out", args.out), ("--workdir", args.workdir)):
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise cli.UsageError(f"{flag} {path}: exists and is not a folder; choose a folder path")
+
+
 def main(args):
-    """Run the five stages; write DEMO timings next to the report."""
+    """Run the five stages; write the timings and errors next to the report."""
+    _check(args)
     py = sys.executable
     source = os.path.join(args.workdir, "archives")
     store = os.path.join(args.workdir, "store")
     run_dir = os.path.join(args.workdir, "run")
     eval_json = os.path.join(args.out, "eval_val_10view.json")
-    os.makedirs(args.out, exist_ok=True)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    workers = ["--workers", str(args.workers)]
     seconds = {}
-    seconds["generate"] = run([py, os.path.join(here, "data_prep", "make_demo_imagenet.py"), "--out", source,
-                               "--classes", str(args.classes), "--train-per-class", str(args.train_per_class),
-                               "--val-per-class", str(args.val_per_class)])
-    seconds["build"] = run([py, os.path.join(here, "data_prep", "build_imagenet.py"), "--source", source,
-                            "--out", store, "--workers", str(args.workers)])
+    seconds["generate"] = run("generate", [
+        py, os.path.join(HERE, "data_prep", "make_demo_imagenet.py"), "--out", source, "--classes", str(args.classes),
+        "--train-per-class", str(args.train_per_class), "--val-per-class", str(args.val_per_class)])
+    seconds["build"] = run("build", [py, os.path.join(HERE, "data_prep", "build_imagenet.py"), "--source", source,
+                                     "--out", store, *workers])
     epochs = [] if args.epochs is None else ["--epochs", str(args.epochs)]
     # --auto-resume: re-running the demo after an interruption continues the run instead of failing.
-    seconds["train"] = run([py, "-m", "paper_repro.train", "--config", args.config, "--data", store,
-                            "--gpus", args.gpus, "--out", run_dir, "--workers", str(args.workers),
-                            "--auto-resume"] + epochs)
-    seconds["evaluate"] = run([py, "-m", "paper_repro.evaluate", "--data", store, "--split", "val",
-                               "--checkpoint", os.path.join(run_dir, "checkpoint.pt"), "--gpus", args.gpus,
-                               "--views", "10", "--json", eval_json, "--workers", str(args.workers)])
-    seconds["report"] = run([py, "-m", "paper_repro.report", "--run", run_dir, "--eval", eval_json,
-                             "--data", store, "--out", args.out])
+    seconds["train"] = run("train", [py, "-m", "paper_repro.train", "--config", args.config, "--data", store,
+                                     "--gpus", args.gpus, "--out", run_dir, *workers, "--auto-resume", *epochs])
+    seconds["evaluate"] = run("evaluate", [
+        py, "-m", "paper_repro.evaluate", "--data", store, "--split", "val", "--checkpoint",
+        os.path.join(run_dir, "checkpoint.pt"), "--gpus", args.gpus, "--views", "10", "--json", eval_json, *workers])
+    seconds["report"] = run("report", [py, "-m", "paper_repro.report", "--run", run_dir, "--eval", eval_json,
+                                       "--data", store, "--out", args.out])
     seconds["total"] = sum(seconds.values())
     with open(eval_json) as f:
         ev = json.load(f)
+    chance = 1 - 1 / args.classes
     summary = {"seconds": {k: round(v, 1) for k, v in seconds.items()}, "cpus": os.cpu_count(),
                "top1_error": ev["top1_error"], "top5_error": ev["top5_error"], "images": ev["images"],
-               "chance_top1_error": 1 - 1 / args.classes, "config": vars(args)}
-    from paper_repro.checkpoint import atomic_write_json
-
+               "chance_top1_error": chance, "config": vars(args)}
     atomic_write_json(os.path.join(args.out, "demo_summary.json"), summary)
     print(f"\ndemo done in {seconds['total']:.0f} s: ten-view val top-1 error {ev['top1_error']:.3f} "
-          f"(chance {1 - 1 / args.classes:.3f}), top-5 {ev['top5_error']:.3f}; report: "
-          f"{os.path.join(args.out, 'report.md')}")
+          f"(chance {chance:.3f}), top-5 {ev['top5_error']:.3f}; report: {os.path.join(args.out, 'report.md')}")
     return summary
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    cli.run(PROG, lambda: main(get_args_parser().parse_args()))

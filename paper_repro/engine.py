@@ -6,9 +6,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .augment import batch_generator
-from .distributed import all_reduce_sum
-from .metrics import topk_errors, topk_predictions
+from paper_repro.augment import batch_generator
+from paper_repro.cli import RunFailed
+from paper_repro.distributed import all_reduce_sum, is_distributed
+from paper_repro.metrics import topk_predictions
+
+
+class Diverged(RunFailed, FloatingPointError):
+    """The training loss became NaN or infinite (raised on every process at once)."""
 
 
 class Stopped(Exception):
@@ -38,8 +43,41 @@ def stall_message(mean_loss, num_classes, steps):
             f"(e.g. half or double), --lrn code. Stop this run and restart with one of them.")
 
 
+class StallCheck:
+    """Called with each loss read-back; returns the stall warning once, at the first read at or after `after_steps`."""
+
+    def __init__(self, num_classes, after_steps):
+        self.num_classes, self.after_steps, self.done = num_classes, after_steps, not after_steps
+
+    def __call__(self, mean_loss, global_step):
+        """The warning text the first time the check is due and the loss is at chance, else None."""
+        if self.done or global_step < self.after_steps:
+            return None
+        self.done = True  # one verdict per run: a run that has left chance is not warned later
+        return stall_message(mean_loss, self.num_classes, global_step)
+
+
 def _autocast(device, bf16):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def train_step(model, optimizer, images, labels, augment, generator, *, device, bf16=False):
+    """One SGD step of section 5 on a uint8 batch: augment, forward, loss, backward, update.
+
+    Returns (loss summed over the batch, number of top-1 errors) as 0-d tensors on `device`,
+    without reading them back: the host never waits for the device inside a step.
+    """
+    images = images.to(device, non_blocking=True)
+    labels = labels.to(device, non_blocking=True)
+    x = augment(images, generator)
+    with _autocast(device, bf16):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    wrong = (logits.detach().argmax(1) != labels).sum()  # argmax, not a sort: the first maximum, as topk_predictions
+    return loss.detach() * len(labels), wrong
 
 
 def train_one_epoch(model, optimizer, loader, augment, *, device, epoch, seed, totals, rank=0, bf16=False,
@@ -59,24 +97,16 @@ def train_one_epoch(model, optimizer, loader, augment, *, device, epoch, seed, t
     pending, step, started = [], loader.start, time.perf_counter()
     seconds_before = totals.seconds
     for images, labels in loader:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        x = augment(images, batch_generator(seed, epoch, step, rank))
-        with _autocast(device, bf16):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss_sum, wrong = train_step(model, optimizer, images, labels, augment,
+                                     batch_generator(seed, epoch, step, rank), device=device, bf16=bf16)
         step += 1
-        wrong = (topk_predictions(logits.detach(), k=1)[:, 0] != labels).sum()
-        pending.append((loss.detach() * len(labels), wrong, len(labels)))
+        pending.append((loss_sum, wrong, len(labels)))
 
         global_step = epoch * steps_per_epoch + step
         want_save = save is not None and checkpoint_every > 0 and global_step % checkpoint_every == 0
         stop = stop_requested is not None and stop_requested(step)
         if want_save or stop or step % log_every == 0 or step == steps_per_epoch:
-            window_loss = _flush(pending, totals, epoch, step)
+            window_loss = _flush(pending, totals, epoch, step, device)
             totals.seconds = seconds_before + time.perf_counter() - started
             rate = totals.images / max(totals.seconds, 1e-9)
             bar.set_postfix(loss=f"{window_loss:.4f}", img_s=f"{rate:.0f}")
@@ -93,17 +123,23 @@ def train_one_epoch(model, optimizer, loader, augment, *, device, epoch, seed, t
     return totals
 
 
-def _flush(pending, totals, epoch, step):
-    """Add the pending per-step sums to totals (one device sync); raise on a non-finite loss."""
+def _flush(pending, totals, epoch, step, device):
+    """Add the pending per-step sums to totals (one device read); every process raises if any saw a non-finite loss."""
     if not pending:
         return float("nan")
     losses = torch.stack([p[0].float() for p in pending]).cpu()
     wrong = int(torch.stack([p[1] for p in pending]).sum())
     n = sum(p[2] for p in pending)
-    if not torch.isfinite(losses).all():
-        bad = losses[~torch.isfinite(losses)][0].item()
-        raise FloatingPointError(
-            f"training loss became {bad} at epoch {epoch + 1}, batch {step}: the run diverged. Nothing after "
+    finite = torch.isfinite(losses)
+    # Every process flushes at the same steps; agreeing here means no process is left waiting in the
+    # next all-reduce for a peer that has already stopped.
+    bad_here = 0.0 if finite.all() else float(losses[~finite][0])
+    bad_anywhere = all_reduce_sum([0.0 if finite.all() else 1.0], device)[0]
+    if bad_anywhere:
+        value = bad_here if not finite.all() else "nan or inf"
+        where = "" if not is_distributed() else (" on this process" if not finite.all() else " on another process")
+        raise Diverged(
+            f"training loss became {value}{where} at epoch {epoch + 1}, batch {step}: the run diverged. Nothing after "
             f"the last checkpoint was saved. Try a lower --lr, --bias-init 0.1, or without --bf16; then "
             f"start again (or --resume from the checkpoint if it predates the divergence).")
     totals.loss_sum += float(losses.double().sum())
@@ -117,16 +153,18 @@ def _flush(pending, totals, epoch, step):
 def evaluate_centre(model, loader, transform, *, device, bf16=False, show_progress=True):
     """Centre-patch top-1/top-5 error and mean loss over `loader` (summed over all processes)."""
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64)  # images, top-1 errors, top-5 errors, loss sum
+    # Summed on the device, read once at the end: no host synchronisation per batch.
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # images, top-1 errors, top-5 errors, loss sum
     for images, labels in tqdm(loader, desc="val", unit="batch", disable=not show_progress, leave=False,
                                dynamic_ncols=True):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with _autocast(device, bf16):
-            logits = model(transform(images))
-        errors = topk_errors(topk_predictions(logits.float(), k=5), labels, ks=(1, 5))
-        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
-        sums += torch.tensor([len(labels), errors[1], errors[5], loss.item()], dtype=torch.float64)
+            logits = model(transform(images)).float()
+        hits = topk_predictions(logits, k=5) == labels[:, None]  # ties to the lower index, as evaluate
+        sums += torch.stack([torch.tensor(float(len(labels)), dtype=torch.float64, device=device),
+                             (logits.argmax(1) != labels).sum().double(), (~hits.any(1)).sum().double(),
+                             F.cross_entropy(logits, labels, reduction="sum").double()])
     n, e1, e5, loss_sum = all_reduce_sum(sums.tolist(), device=device)
     n = max(n, 1)
     return dict(val_top1_error=e1 / n, val_top5_error=e5 / n, val_loss=loss_sum / n, val_images=int(n))

@@ -20,13 +20,16 @@ conv1.weight ... fc8.bias, conv2/4/5 weights with half the input channels, the f
 every layer's outputs = column 0, conv3 and FC inputs ordered [column 0, column 1], fc6's input
 the flattened 256 x 6 x 6 map in (C, H, W) order), so a checkpoint moves between layouts freely.
 """
+import functools
 import re
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from paper_repro.lrn import LocalResponseNorm
+from paper_repro.recipe import PAPER
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 LINKS = ("input", "conv3", "fc6", "fc7", "fc8")  # every place activations cross between devices
@@ -39,17 +42,59 @@ POOLINGS = ("overlapping", "non-overlapping")
 VARIANTS = ("two-column", "one-column-half")
 
 
-def transfer(tensor, device, link):
-    """Move `tensor` to `device` for inter-column `link` (one of LINKS): the only cross-device move in forward."""
+class LinkTraffic:
+    """Bytes that crossed between the columns at each link: activations (forward) and their gradients (backward)."""
+
+    def __init__(self):
+        """Start from zero at every link."""
+        self.forward = dict.fromkeys(LINKS, 0)
+        self.backward = dict.fromkeys(LINKS, 0)
+
+    def reset(self):
+        """Zero every count (e.g. before the step to be measured)."""
+        self.__init__()
+
+    def total(self):
+        """All bytes both ways, every link."""
+        return sum(self.forward.values()) + sum(self.backward.values())
+
+    def sent(self, link, tensor, arrived):
+        """Count `tensor` sent across `link`; if `arrived` needs a gradient, count that gradient when it goes back."""
+        self.forward[link] += tensor.numel() * tensor.element_size()
+        if arrived.requires_grad:
+            arrived.register_hook(functools.partial(self._gradient_back, link))
+
+    def _gradient_back(self, link, grad):
+        self.backward[link] += grad.numel() * grad.element_size()
+
+
+def transfer(tensor, device, link, traffic=None, copy=False):
+    """Move `tensor` to `device` across inter-column `link` (one of LINKS): the only cross-device move.
+
+    `traffic` (a LinkTraffic) counts the bytes sent, and those of the gradient that comes back in
+    the backward pass, also when both columns share a device and nothing moves. `copy=True`
+    copies even within one device, so the graph holds the copy node a two-device run has.
+    """
     # non_blocking: a copy to a GPU is ordered on the device streams, so the host does not wait
     # and both columns' kernels keep being queued. Never towards the CPU: host code would read the
-    # buffer before the copy lands. Same device: .to returns `tensor` itself.
-    return tensor.to(device, non_blocking=torch.device(device).type != "cpu")
+    # buffer before the copy lands. Same device and no copy: .to returns `tensor` itself.
+    out = tensor.to(device, non_blocking=torch.device(device).type != "cpu", copy=copy)
+    if traffic is not None:
+        if out is tensor and out.requires_grad:
+            out = tensor.view_as(tensor)  # the hook must see only this link's gradient, on a tensor of its own
+        traffic.sent(link, tensor, out)
+    return out
 
 
 def _pooled(size, kernel, stride):
     """Output size of a max-pool without padding (floor, as torch and the paper's 'equivalent dimensions')."""
     return (size - kernel) // stride + 1
+
+
+def _autocast_dtype(device):
+    """The dtype autocast casts fp32 convolution and matmul inputs to on `device`, or None when it is off there."""
+    kind = torch.device(device).type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
 
 
 def _normalise_device(device):
@@ -162,8 +207,10 @@ class _Column(nn.Module):
 class AlexNet(nn.Module):
     """The paper's net on one or two devices; state_dict() is canonical (Caffe grouped layout) in both."""
 
-    def __init__(self, num_classes=1000, devices=("cuda:0", "cuda:1"), width=1.0, input_size=224,
-                 lrn="code", pooling="overlapping", variant="two-column", bias_init=1.0, dropout=0.5):
+    def __init__(self, num_classes=1000, devices=("cuda:0", "cuda:1"), width=PAPER["width"],
+                 input_size=PAPER["input_size"], lrn=PAPER["lrn"], pooling=PAPER["pooling"],
+                 variant=PAPER["variant"], bias_init=PAPER["bias_init"], dropout=PAPER["dropout"],
+                 init_std=PAPER["init_std"]):
         """Build the net (see README / the module docstring for every option) and initialise it as the paper."""
         super().__init__()
         if isinstance(devices, (str, torch.device)) or not 1 <= len(devices) <= 2:
@@ -182,9 +229,16 @@ class AlexNet(nn.Module):
                 raise ValueError(f"AlexNet: {arg} must be one of {allowed}; got {value!r}")
         if not 0 <= dropout < 1:
             raise ValueError(f"AlexNet: dropout must be in [0, 1); got {dropout!r}")
+        if not init_std > 0:
+            raise ValueError(f"AlexNet: init_std must be > 0 ({PAPER['init_std']} is the paper); got {init_std!r}")
         self.num_classes, self.width, self.input_size = num_classes, float(width), input_size
         self.lrn, self.pooling, self.variant = lrn, pooling, variant
-        self.bias_init, self.dropout = float(bias_init), float(dropout)
+        self.bias_init, self.dropout, self.init_std = float(bias_init), float(dropout), float(init_std)
+        # The links (two-column layout): what crossed, whether same-device links copy (tests), and
+        # whether an fp32 input crosses already cast to the autocast dtype its consumer computes in.
+        self.traffic = LinkTraffic()
+        self.copy_links = False
+        self.send_autocast_dtype = True
 
         # width scales every column's kernel count, rounded to the nearest int (at least 1), so the
         # two columns stay equal and grouped shapes stay integral.
@@ -195,12 +249,8 @@ class AlexNet(nn.Module):
             columns = 1
             out = dict(per, conv5=2 * per["conv5"], fc6=2 * per["fc6"], fc7=2 * per["fc7"])
         pool = (3, 2) if pooling == "overlapping" else (2, 2)
-        size = {"conv1": 55}  # 224 + 3 px of padding or 227: (227 - 11) / 4 + 1
-        size["pool1"] = size["conv2"] = _pooled(55, *pool)
-        size["pool2"] = size["conv3"] = size["conv4"] = size["conv5"] = _pooled(size["pool1"], *pool)
-        size["pool5"] = _pooled(size["pool2"], *pool)
-        self.sizes = size  # spatial size of every layer's output: 55, 27, 27, 13, 13, 13, 13, 6
-        s = size["pool5"]
+        # conv1 gives 55 x 55 (224 + 3 px of padding, or 227: (227 - 11) / 4 + 1); three pools follow.
+        s = _pooled(_pooled(_pooled(55, *pool), *pool), *pool)  # 27, 13, then 6 at pool5
         # Canonical (grouped) shapes: name -> (in, out, kernel or 0 for FC, groups).
         self._spec = {
             "conv1": (3, out["conv1"], 11, 1),
@@ -245,22 +295,24 @@ class AlexNet(nn.Module):
 
     @torch.no_grad()
     def _init_weights(self):
-        """The paper's init (section 5): N(0, 0.01) weights; bias_init in conv2, conv4, conv5, fc6, fc7; else 0."""
+        """The paper's init (section 5): N(0, init_std) weights; bias_init in conv2, conv4, conv5, fc6, fc7; else 0."""
         # Drawn as canonical tensors on the CPU generator in a fixed order, then loaded: the same
         # seed gives the same net in either layout and on any device.
         state = {}
         for key, shape in self.canonical_shapes().items():
             if key.endswith(".weight"):
-                state[key] = torch.empty(shape).normal_(0.0, 0.01)
+                state[key] = torch.empty(shape).normal_(0.0, self.init_std)
             else:
                 state[key] = torch.full(shape, self.bias_init if key.split(".")[0] in BIAS_ONE else 0.0)
-        self.load_state_dict(state)
+        with warnings.catch_warnings():  # a column on "meta" (shapes only) holds no values to load
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter", category=UserWarning)
+            self.load_state_dict(state)
 
     def config(self):
         """Return the constructor's arguments except devices (JSON-able), to rebuild this net."""
         return {"num_classes": self.num_classes, "width": self.width, "input_size": self.input_size,
                 "lrn": self.lrn, "pooling": self.pooling, "variant": self.variant,
-                "bias_init": self.bias_init, "dropout": self.dropout}
+                "bias_init": self.bias_init, "dropout": self.dropout, "init_std": self.init_std}
 
     def _check_input(self, x):
         """Raise TypeError / ValueError naming what was expected when `x` is not a batch this net takes."""
@@ -284,9 +336,13 @@ class AlexNet(nn.Module):
             raise ValueError(f"AlexNet expects {expected}; got a tensor on {x.device} "
                              f"(move it with x.to({self.devices[0]!r}))")
 
+    def _send(self, x, device, link):
+        """`x` to `device` across `link`, counted in self.traffic."""
+        return transfer(x, device, link, self.traffic, self.copy_links)
+
     def _exchange(self, xs, link):
         """Give every column the concatenation [column 0, column 1] of `xs` on its own device."""
-        return [torch.cat([x if j == i else transfer(x, device, link) for j, x in enumerate(xs)], 1)
+        return [torch.cat([x if j == i else self._send(x, device, link) for j, x in enumerate(xs)], 1)
                 for i, device in enumerate(self.devices)]
 
     def _fc7(self, x):
@@ -300,13 +356,17 @@ class AlexNet(nn.Module):
         # two GPUs the kernels of the two columns run concurrently, meeting only at the links.
         # Both columns on one device share its stream and simply run one after the other.
         cols = self.columns
-        xs = [x, transfer(x, self.devices[1], "input")]  # both GPUs see the same image
+        # Both GPUs see the same image. Under autocast column 1's conv1 casts an fp32 image to the
+        # autocast dtype (bf16) on arrival; casting it before it leaves sends half the bytes and is
+        # the same function (one rounding either way; zero padding commutes with it).
+        cast = _autocast_dtype(self.devices[1]) if self.send_autocast_dtype and x.dtype == torch.float32 else None
+        xs = [x, self._send(x if cast is None else x.to(cast), self.devices[1], "input")]
         xs = [_conv1_conv2(c, x) for c, x in zip(cols, xs)]
         xs = [_conv3_conv5(c, x) for c, x in zip(cols, self._exchange(xs, "conv3"))]
         xs = self._exchange(xs, "fc6")
         xs = [c.drop6(F.relu(c.fc6(x), inplace=True)) for c, x in zip(cols, xs)]
         xs = [F.relu(c.fc7(x), inplace=True) for c, x in zip(cols, self._exchange(xs, "fc7"))]
-        return torch.cat([xs[0], transfer(xs[1], self.devices[0], "fc8")], 1)
+        return torch.cat([xs[0], self._send(xs[1], self.devices[0], "fc8")], 1)
 
     def forward(self, x):
         """Return the logits (N x num_classes, on devices[0]) for a batch `x` on devices[0]."""

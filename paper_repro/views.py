@@ -1,7 +1,7 @@
 """The paper's test-time views: four corner patches, the centre patch and their reflections."""
 import torch
 
-from paper_repro.augment import cut_patch, mean_in_layout, one_thread
+from paper_repro.augment import check_path, cut_patch, mean_in_layout, one_thread, resolve_path
 
 # Order of the views in the output (per image). The centre comes first so that `--views 1` is the
 # first of the ten; the reflections follow in the same order.
@@ -41,10 +41,14 @@ class TenViews:
     """Cut the paper's 10 test views (or the centre alone) from uint8 N x 256 x 256 x 3 batches.
 
     Output: float32 (N*V) x 3 x S x S, image-major (the V views of image 0 first), each patch minus
-    the mean image at that patch's own location. Runs on the device of the batch.
+    the mean image at that patch's own location. Runs on the device of the batch, by one gather
+    (path="gather", the GPU's) or by slices into one output (path="slices", the CPU's); "auto"
+    picks by device, and the two give the same numbers bit for bit.
     """
 
-    def __init__(self, mean_image, input_size=224, views=10):
+    def __init__(self, mean_image, input_size=224, views=10, path="auto"):
+        """Cut `views` views of size `input_size` from batches whose mean image is `mean_image` (H x H x 3)."""
+        check_path(path, "TenViews")
         if views not in (1, 10):
             raise ValueError(f"views must be 10 (the paper's test) or 1 (centre patch), got {views}")
         mean_image = torch.as_tensor(mean_image, dtype=torch.float32)
@@ -52,7 +56,7 @@ class TenViews:
             raise ValueError(f"mean image must be H x H x 3, got shape {tuple(mean_image.shape)}")
         self.mean_image = mean_image
         self.input_size = input_size
-        self.views = views
+        self.views, self.path = views, path
         self.image_size = mean_image.shape[0]
         self._cache = {}
         self._cpu_mean = None  # the mean image stored channel-first, for the CPU path (made on first use)
@@ -75,10 +79,11 @@ class TenViews:
                 f"expected a uint8 batch N x {self.image_size} x {self.image_size} x 3, "
                 f"got {images.dtype} {tuple(images.shape)}"
             )
-        if images.device.type == "cpu":
+        if resolve_path(self.path, images, "TenViews") == "slices":
             return self._cut_on_cpu(images, out)
         if out is not None:
-            raise ValueError(f"TenViews: out= is for CPU batches; this batch is on {images.device}")
+            raise ValueError(f"TenViews: out= is for the slices path (CPU batches); this batch on {images.device} "
+                             "is cut by the gather")
         rows, cols, mean = self._grids(images.device)
         patches = images[:, rows, cols]  # one gather: N x V x S x S x 3, still uint8
         patches = patches.float() - mean

@@ -2,8 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from paper_repro.augment import CentrePatch, TrainPatch, batch_generator
+from paper_repro.augment import (CentrePatch, TrainPatch, batch_generator, draws_to, one_thread, pack_draws,
+                                 unpack_draws)
+from paper_repro.views import TenViews
 
 
 def _random_orthogonal(seed):
@@ -104,7 +107,10 @@ def test_cuda_gives_the_cpu_result():
     t = TrainPatch(mean, EIGVAL, EIGVEC)
     cpu = t(images, batch_generator(1, 2, 3))
     gpu = t(images.cuda(), batch_generator(1, 2, 3))
+    assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-4)
+    # The colour shift is computed on the CPU for both paths, so the numbers are the same bit for bit.
+    assert torch.equal(gpu.cpu(), cpu)
 
 
 def _gather_reference(t, images, generator):
@@ -135,11 +141,107 @@ def test_cpu_slicing_path_equals_the_gather_bit_for_bit(size, channels_last, pla
 
 
 def test_one_thread_restores_the_thread_count_even_on_error():
-    from paper_repro.augment import one_thread
-
     before = torch.get_num_threads()
     with pytest.raises(RuntimeError, match="inside"):
         with one_thread():
             assert torch.get_num_threads() == 1
             raise RuntimeError("inside")
     assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------- the gather path, run on CPU tensors
+
+
+def _batch(n, seed, planar=False):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 256, 256), dtype=torch.uint8, generator=g).permute(0, 2, 3, 1)
+    mean = (torch.rand(256, 256, 3, generator=g) * 255).numpy()
+    return (images if planar else images.contiguous()), mean
+
+
+@pytest.mark.parametrize("size,channels_last,noise", [(224, False, "sqrt"), (227, True, "eigval"),
+                                                      (224, True, None)])
+def test_train_patch_gather_path_equals_the_slices_bit_for_bit(size, channels_last, noise):
+    images, mean = _batch(9, seed=size)
+    out = {}
+    for path in ("gather", "slices"):
+        t = TrainPatch(mean, EIGVAL, EIGVEC, size=size, colour_noise=noise, channels_last=channels_last, path=path)
+        out[path] = t(images, batch_generator(2, 0, 7))
+    assert torch.equal(out["gather"], out["slices"])
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert all(x.is_contiguous(memory_format=layout) and x.shape == (9, 3, size, size) for x in out.values())
+    auto = TrainPatch(mean, EIGVAL, EIGVEC, size=size, colour_noise=noise, channels_last=channels_last)
+    assert torch.equal(auto(images, batch_generator(2, 0, 7)), out["slices"])
+
+
+@pytest.mark.parametrize("size,channels_last", [(224, False), (227, True)])
+def test_centre_patch_gather_path_equals_the_slices_bit_for_bit(size, channels_last):
+    images, mean = _batch(3, seed=1)
+    gather = CentrePatch(mean, size=size, channels_last=channels_last, path="gather")(images)
+    slices = CentrePatch(mean, size=size, channels_last=channels_last, path="slices")(images)
+    assert torch.equal(gather, slices) and gather.is_contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("views,size", [(10, 224), (1, 227)])
+def test_ten_views_gather_path_equals_the_slices_bit_for_bit(views, size):
+    images, mean = _batch(3, seed=2, planar=True)
+    gather = TenViews(mean, size, views, path="gather")(images)
+    slices = TenViews(mean, size, views, path="slices")(images)
+    assert gather.shape == (3 * views, 3, size, size) and torch.equal(gather, slices)
+    with pytest.raises(ValueError, match="out= is for the slices path"):
+        TenViews(mean, size, views, path="gather")(images, out=torch.empty_like(slices))
+
+
+def test_draws_pack_into_one_tensor_and_unpack_unchanged():
+    t = _transform(size=224)
+    oy, ox, flip, a = t.draw(64, torch.Generator().manual_seed(9))
+    shift = t.shift(a)
+    packed = pack_draws(oy, ox, flip, shift)
+    assert packed.shape == (64, 6) and packed.dtype == torch.float32
+    got = unpack_draws(draws_to(packed, "cpu"))
+    for want, have in zip((oy, ox, flip, shift), got):
+        assert have.dtype == want.dtype and torch.equal(have, want)
+    big = torch.tensor([2 ** 24 - 1])  # offsets stay exact up to float32's 24-bit mantissa
+    assert torch.equal(unpack_draws(pack_draws(big, big, torch.tensor([True]), torch.zeros(1, 3)))[0], big)
+
+
+class _Copies(TorchDispatchMode):
+    """Records the devices of every _to_copy (CPU -> device copies show up here, not as copy_)."""
+
+    def __init__(self):
+        super().__init__()
+        self.copies = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten._to_copy.default:
+            self.copies.append((str(args[0].device), str(out.device), tuple(args[0].shape)))
+        return out
+
+
+def test_gather_path_sends_the_draws_to_the_device_in_one_copy():
+    # "meta" stands in for a GPU: images there take the gather path, and every host-to-device
+    # copy is visible to a dispatch mode. After the first batch (mean image cached) one copy remains.
+    t = TrainPatch(np.zeros((256, 256, 3), np.float32), EIGVAL, EIGVEC)
+    images = torch.empty(5, 256, 256, 3, dtype=torch.uint8, device="meta")
+    with _Copies() as first:
+        out = t(images, batch_generator(0, 0, 0))
+    assert out.device.type == "meta" and out.shape == (5, 3, 224, 224)
+    assert ("cpu", "meta", (256, 256, 3)) in first.copies  # the mean image, once
+    with _Copies() as second:
+        t(images, batch_generator(0, 0, 1))
+    assert [c for c in second.copies if c[:2] == ("cpu", "meta")] == [("cpu", "meta", (5, 6))]
+
+
+@pytest.mark.parametrize("cls,args", [(TrainPatch, (EIGVAL, EIGVEC)), (CentrePatch, ())])
+def test_bad_path_is_a_clear_error(cls, args):
+    mean = np.zeros((256, 256, 3), np.float32)
+    with pytest.raises(ValueError) as info:
+        cls(mean, *args, path="gpu")
+    assert str(info.value) == f"{cls.__name__}: path must be one of ('auto', 'gather', 'slices'); got 'gpu'"
+    images = torch.empty(2, 256, 256, 3, dtype=torch.uint8, device="meta")
+    with pytest.raises(ValueError) as info:
+        cls(mean, *args, path="slices")(images, batch_generator(0, 0, 0))
+    assert str(info.value) == (f"{cls.__name__}: path='slices' cuts CPU batches; this batch is on meta "
+                               "(pass path='auto' or 'gather')")

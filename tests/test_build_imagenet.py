@@ -1,4 +1,5 @@
 """data_prep/build_imagenet.py: layouts, labels, odd images, stats, resume, safety, errors, verify."""
+import gzip
 import io
 import json
 import os
@@ -16,6 +17,8 @@ from scipy.io import loadmat
 
 from conftest import ROOT
 from data_prep import build_imagenet as B
+from data_prep import image_recipe
+from data_prep.bench_prep import bench_prep, find_images
 from data_prep.make_demo_imagenet import class_params, make_demo_imagenet
 from paper_repro.data import ImageNetStore, load_stats
 
@@ -75,6 +78,32 @@ def test_a_generated_source_is_marked_demo_in_the_store_and_a_real_one_is_not(tm
     (tmp_path / "src" / "GENERATED_DEMO_DATASET.txt").unlink()  # now it looks like extracted ILSVRC folders
     _build(tmp_path / "src", tmp_path / "plain_store")
     assert "demo" not in json.loads((tmp_path / "plain_store" / "manifest.json").read_text())["settings"]
+
+
+def test_manifest_records_the_source_format_and_the_class_words(tmp_path):
+    src = make_demo_imagenet(tmp_path / "arch", 3, 2, 1, seed=9)
+    with tarfile.open(os.path.join(src, "ILSVRC2012_devkit_t12.tar.gz")) as t:
+        meta = loadmat(t.extractfile("ILSVRC2012_devkit_t12/data/meta.mat"), squeeze_me=True)["synsets"]
+    words = {str(s["WNID"]): str(s["words"]) for s in meta if int(s["num_children"]) == 0}
+    arch = _build(src, tmp_path / "s_arch")
+    assert arch["settings"]["source_format"] == "ilsvrc-archives"
+    assert arch["classes"] == sorted(words) and arch["class_words"] == [words[w] for w in sorted(words)]
+    fold = _build(make_demo_imagenet(tmp_path / "fold", 3, 2, 1, seed=9, layout="folders"), tmp_path / "s_fold")
+    assert fold["settings"]["source_format"] == "folders"
+    assert fold["class_words"] == fold["classes"] == arch["classes"]
+    on_disk = json.loads((tmp_path / "s_fold" / "manifest.json").read_text())
+    assert on_disk["class_words"] == fold["classes"] and on_disk["settings"]["source_format"] == "folders"
+
+
+def test_a_store_from_before_source_format_is_still_complete(tmp_path, capsys):
+    src = make_demo_imagenet(tmp_path / "src", 2, 2, 1, seed=1)
+    _build(src, tmp_path / "s")
+    path = tmp_path / "s" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["settings"]["source_format"]  # as the build wrote it before it recorded the format
+    path.write_text(json.dumps(manifest))
+    assert B.main(["--source", str(src), "--out", str(tmp_path / "s"), "--no-progress"]) == 0
+    assert "already complete; nothing to do" in capsys.readouterr().out
 
 
 def test_shuffled_devkit_ids_give_sorted_wnid_labels(tmp_path):
@@ -186,7 +215,7 @@ def test_recipe_equals_resize_then_centre_crop():
     for (h, w), resample in (((300, 512), Image.Resampling.BOX), ((200, 130), Image.Resampling.BICUBIC),
                              ((256, 400), None), ((700, 300), Image.Resampling.BOX)):
         a = rng.integers(0, 256, (h, w, 3), np.uint8)
-        out = np.asarray(B.prepare_pixels(_png(Image.fromarray(a)))).astype(int)
+        out = np.asarray(image_recipe.prepare_pixels(_png(Image.fromarray(a)))).astype(int)
         s = 256 / min(h, w)
         nw, nh = max(256, round(w * s)), max(256, round(h * s))
         ref = Image.fromarray(a) if resample is None else Image.fromarray(a).resize((nw, nh), resample)
@@ -365,17 +394,17 @@ def test_ilsvrc2010_patch_images_and_gzipped_files(tmp_path):
     val_tar = os.path.join(src, "ILSVRC2010_images_val.tar")
     with tarfile.open(val_tar) as t:
         val = [(m, t.extractfile(m).read()) for m in t.getmembers()]
-    gz = __import__("gzip").compress(val[0][1])
+    gz = gzip.compress(val[0][1])
     val[0] = (_info(val[0][0].name, gz), gz)
     with open(val_tar, "wb") as f:
         f.write(_tar_bytes(val))
     _build(src, tmp_path / "s", year=2010)
     train, test = ImageNetStore(tmp_path / "s", "train"), ImageNetStore(tmp_path / "s", "test")
-    assert train.read_encoded(train.filenames.index(train_name)) == B.prepare_image(fixed_train)
-    assert test.read_encoded(1) == B.prepare_image(fixed_test)
-    assert test.read_encoded(0) != B.prepare_image(fixed_test)
+    assert train.read_encoded(train.filenames.index(train_name)) == image_recipe.prepare_image(fixed_train)
+    assert test.read_encoded(1) == image_recipe.prepare_image(fixed_test)
+    assert test.read_encoded(0) != image_recipe.prepare_image(fixed_test)
     v = ImageNetStore(tmp_path / "s", "val")
-    assert len(v) == 4 and v.read_encoded(0) == B.prepare_image(__import__("gzip").decompress(gz))
+    assert len(v) == 4 and v.read_encoded(0) == image_recipe.prepare_image(gzip.decompress(gz))
 
 
 # ---------------------------------------------------------------------------- verify
@@ -399,8 +428,6 @@ def test_verify_reports_ok_then_detects_damage(tmp_path, capsys):
 # ---------------------------------------------------------------------------- benchmark
 
 def test_bench_prep_times_both_on_the_same_images(tmp_path):
-    from data_prep.bench_prep import bench_prep, find_images
-
     src = make_demo_imagenet(tmp_path / "src", 1, 6, 1, seed=0, layout="folders")
     cls = os.listdir(os.path.join(src, "train"))[0]
     res = bench_prep(find_images(os.path.join(src, "train", cls)), 1, str(tmp_path / "work"), repeat=1)

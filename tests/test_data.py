@@ -1,13 +1,19 @@
 """paper_repro/data.py: ImageNetStore, decode_image, load_stats and their errors."""
 import io
+import json
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from paper_repro.data import ImageNetStore, decode_image, load_stats
+from data_prep.build_imagenet import build
+from data_prep.make_demo_imagenet import make_demo_imagenet
+
+from paper_repro.data import (ImageNetStore, dataset_identity, decode_image, is_generated, load_stats, read_manifest,
+                              store_classes)
 
 
 def test_store_items_labels_and_filenames(tiny_store):
@@ -65,9 +71,6 @@ def test_clear_errors_for_missing_store_split_and_manifest(tiny_store, tmp_path)
 
 
 def test_empty_split_is_a_clear_error(tmp_path):
-    from data_prep.build_imagenet import build
-    from data_prep.make_demo_imagenet import make_demo_imagenet
-
     src = make_demo_imagenet(tmp_path / "src", 2, 2, 1, seed=0, layout="folders")
     for d in os.listdir(os.path.join(src, "val")):
         for f in os.listdir(os.path.join(src, "val", d)):
@@ -76,3 +79,54 @@ def test_empty_split_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"split 'val' of image store .* is empty \(0 images\)"):
         ImageNetStore(tmp_path / "s", "val")
     assert len(ImageNetStore(tmp_path / "s", "train")) == 4
+
+
+def relabelled_store(tmp_path, store, **manifest_changes):
+    """A copy of `store` whose manifest differs by `manifest_changes` (settings merged, None deletes a key)."""
+    copy = str(tmp_path / "relabelled")
+    shutil.copytree(store, copy)
+    path = os.path.join(copy, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    settings = {**manifest["settings"], **manifest_changes.pop("settings", {})}
+    manifest = {**manifest, **manifest_changes, "settings": {k: v for k, v in settings.items() if v is not None}}
+    with open(path, "w") as f:
+        json.dump({k: v for k, v in manifest.items() if v is not None}, f)
+    return copy
+
+
+def test_class_words_aligned_with_classes_or_none(tiny_store, tmp_path):
+    store = ImageNetStore(tiny_store, "train")
+    manifest = read_manifest(tiny_store)
+    assert store.class_words == manifest["class_words"] and len(store.class_words) == len(store.classes) == 4
+    assert ImageNetStore(relabelled_store(tmp_path, tiny_store, class_words=None), "train").class_words is None
+
+
+def manifest_only(tmp_path, name, classes, **settings):
+    root = tmp_path / name
+    root.mkdir()
+    (root / "manifest.json").write_text(json.dumps({"classes": classes, "settings": {"year": 2012, **settings},
+                                                    "splits": {}}))
+    return str(root)
+
+
+def test_each_kind_of_store_is_named_for_what_it_is(tiny_store, tmp_path):
+    ilsvrc12 = ["n01440764"] + ["n%08d" % (2000000 + i) for i in range(998)] + ["n15075141"]
+    not_ilsvrc = {"imagenet": False, "year": None}
+    assert dataset_identity(tiny_store) == {"name": "a generated demo data set (4 classes; not ImageNet)", **not_ilsvrc}
+    assert is_generated(tiny_store)
+    tiny = manifest_only(tmp_path, "tiny", ["n%08d" % i for i in range(100)], source_format="tiny-imagenet")
+    assert dataset_identity(tiny) == {
+        "name": "Tiny ImageNet (100 classes of 64x64 photographs; not ILSVRC, the paper's data)", **not_ilsvrc}
+    assert not is_generated(tiny)
+    ten = manifest_only(tmp_path, "ten", ilsvrc12[:10], source_format="folders")
+    assert dataset_identity(ten) == {
+        "name": "an image folder store of 10 classes (not ILSVRC: ILSVRC has 1000 classes)", **not_ilsvrc}
+    other = manifest_only(tmp_path, "other", sorted("n%08d" % (3000000 + i) for i in range(1000)))
+    assert dataset_identity(other) == {
+        "name": "an image folder store of 1000 classes (not ILSVRC: its classes are not ILSVRC-2012's)", **not_ilsvrc}
+    assert dataset_identity(manifest_only(tmp_path, "real", ilsvrc12)) == {
+        "name": "ILSVRC-2012", "imagenet": True, "year": 2012}
+    # a Tiny ImageNet store never gets the ILSVRC name, even with 1000 ILSVRC-looking classes
+    assert not dataset_identity(manifest_only(tmp_path, "t1000", ilsvrc12, source_format="tiny-imagenet"))["imagenet"]
+    assert store_classes(ten) == 10 and store_classes(str(tmp_path / "nowhere")) is None

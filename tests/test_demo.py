@@ -1,6 +1,7 @@
 """The README's first command, shrunk: python -m paper_repro.demo runs every stage and writes a report."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -24,3 +25,42 @@ def test_demo_runs_every_stage_and_links_its_figures(tmp_path):
     for png in ("curves.png", "conv1_kernels.png", "neighbours.png"):
         assert f"({png})" in report and (out / png).stat().st_size > 1000, png
     assert "demo done in" in done.stdout and "report.md" in done.stdout
+
+
+def test_demo_refuses_a_gpu_this_machine_lacks_before_doing_any_work(tmp_path):
+    cmd = [sys.executable, "-m", "paper_repro.demo", "--gpus", "7", "--workdir", str(tmp_path / "work")]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, whatever the machine has
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("paper_repro.demo: error: --gpus '7': this machine has no CUDA device; "
+                                   "pass --gpus cpu (or cpu,cpu for two columns)")
+    assert not (tmp_path / "work").exists()
+
+
+def test_ctrl_c_lets_the_stage_save_and_the_demo_says_how_to_continue(tmp_path):
+    # A stage that, like train, takes Ctrl-C as "save, then exit 130"; the demo must wait for it, not kill it.
+    stage = tmp_path / "stage.py"
+    stage.write_text(
+        "import signal, sys, time, pathlib\n"
+        "def stop(s, f):\n"
+        "    time.sleep(0.5)\n"  # longer than subprocess.run's 0.25 s grace before it kills a child
+        f"    pathlib.Path({str(tmp_path / 'saved')!r}).write_text('ok')\n"
+        "    sys.exit(130)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        f"pathlib.Path({str(tmp_path / 'started')!r}).write_text('ok')\n"
+        "time.sleep(60)\n")
+    driver = tmp_path / "driver.py"
+    driver.write_text("import sys\nfrom paper_repro import cli, demo\n"
+                      f"cli.run('paper_repro.demo', demo.run, 'train', [sys.executable, {str(stage)!r}])\n")
+    proc = subprocess.Popen([sys.executable, str(driver)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        while not (tmp_path / "started").exists():
+            assert proc.poll() is None, proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and (tmp_path / "saved").read_text() == "ok"
+    assert err.strip().splitlines()[-1] == ("paper_repro.demo: interrupted: during train; run the same demo "
+                                            "command again to continue where it stopped")

@@ -1,14 +1,18 @@
 """The paper's test: ten views, softmax averaging, ensembles, checkpoints, predictions and errors."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from paper_repro import evaluate as evaluate_module
+from paper_repro.checkpoint import load_model
+from paper_repro.cli import run as run_command
 from paper_repro.data import ImageNetStore, load_stats
-from paper_repro.evaluate import evaluate, get_args_parser, load_model, main
+from paper_repro.evaluate import PROG, cli, evaluate, get_args_parser, main
 from paper_repro.model import AlexNet
 from paper_repro.views import VIEW_NAMES, TenViews
 
@@ -224,8 +228,8 @@ def test_checkpoint_that_does_not_match_the_net(tmp_path):
     state = net.state_dict()
     state["conv1.weight"] = torch.zeros(6, 4, 11, 11)
     torch.save(state, tmp_path / "bad.pt")
-    desc = ("AlexNet(bias_init=1.0, dropout=0.5, input_size=224, lrn=code, num_classes=4, pooling=overlapping, "
-            "variant=two-column, width=0.0625)")
+    desc = ("AlexNet(bias_init=1.0, dropout=0.5, init_std=0.01, input_size=224, lrn=code, num_classes=4, "
+            "pooling=overlapping, variant=two-column, width=0.0625)")
     with pytest.raises(ValueError) as e:
         load_model(str(tmp_path / "bad.pt"))
     assert str(e.value) == (f"checkpoint {tmp_path / 'bad.pt'} does not match the net {desc}: conv1.weight has "
@@ -249,8 +253,6 @@ def test_checkpoint_that_does_not_match_the_net(tmp_path):
 
 
 def test_missing_split_empty_split_and_class_count(tiny_store, tmp_path):
-    import shutil
-
     ckpt = save_bare(make_net(4, seed=9), tmp_path / "c.pt")
     base = ["--checkpoint", ckpt, "--gpus", "cpu", "--json", str(tmp_path / "o.json"), "--workers", "0"]
     with pytest.raises(ValueError) as e:
@@ -292,3 +294,90 @@ def test_evaluate_on_cuda_matches_cpu(tiny_store, tmp_path):
     cpu = evaluate([load_model(ckpt, ("cpu",))], store, mean, progress=False)
     gpu = evaluate([load_model(ckpt, ("cuda:0", "cuda:0"))], store, mean, batch_size=8, progress=False)
     torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- the command
+
+def test_errors_are_printed_and_the_json_is_optional(store6, tmp_path, capsys):
+    ckpt = save_bare(make_net(6, seed=12), tmp_path / "c.pt")
+    pred = tmp_path / "pred.npy"
+    res = run_main(["--data", store6, "--checkpoint", ckpt, "--gpus", "cpu", "--predictions", str(pred),
+                    "--workers", "0", "--no-progress"])
+    p, labels = np.load(pred), ImageNetStore(store6, "val").labels
+    top1, top5 = np.mean(p[:, 0] != labels), np.mean(~(p == labels[:, None]).any(1))
+    assert capsys.readouterr().out == (f"val: top-1 error {100 * top1:.2f} %, top-5 error {100 * top5:.2f} % over "
+                                       "18 images, 10 view(s), 1 net(s)\n")
+    assert (res["top1_error"], res["top5_error"]) == (top1, top5)
+    assert sorted(os.listdir(tmp_path)) == ["c.pt", "pred.npy"]  # no JSON unless --json asks for one
+
+
+def test_precision_policy_is_set_and_recorded(tiny_store, tmp_path, monkeypatch):
+    calls = []
+
+    def policy(devices, tf32):
+        calls.append((devices, tf32))
+        return {"cudnn_benchmark": "recorded", "tf32": tf32}
+
+    monkeypatch.setattr(evaluate_module, "set_precision_policy", policy)
+    ckpt = save_bare(make_net(4, seed=13), tmp_path / "c.pt")
+    base = ["--data", tiny_store, "--checkpoint", ckpt, "--gpus", "cpu", "--views", "1", "--workers", "0",
+            "--no-progress", "--json"]
+    run_main(base + [str(tmp_path / "a.json")])
+    run_main(base + [str(tmp_path / "b.json"), "--no-tf32"])
+    assert calls == [(("cpu",), True), (("cpu",), False)]
+    assert json.loads((tmp_path / "a.json").read_text())["precision"] == {"cudnn_benchmark": "recorded", "tf32": True}
+    assert json.loads((tmp_path / "b.json").read_text())["precision"] == {"cudnn_benchmark": "recorded", "tf32": False}
+
+
+def test_no_read_back_from_the_device_per_batch(tiny_store, monkeypatch):
+    store = ImageNetStore(tiny_store, "val")
+    mean = load_stats(tiny_store)["mean_image"]
+    net = make_net(4, seed=14)
+    want = evaluate([net], store, mean, views=1, batch_size=16, progress=False)
+    reads = []
+    for name in ("cpu", "item", "tolist", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            if self.dtype.is_floating_point:  # what the net computes; the decoder's uint8 pixels are not read back
+                reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    got = evaluate([net], store, mean, views=1, batch_size=2, progress=False)  # 8 batches
+    monkeypatch.undo()
+    assert reads == ["cpu"]  # the probabilities come back once, at the end
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def command(argv, capsys):
+    """Run the command as python -m paper_repro.evaluate does: (exit status, stderr)."""
+    with pytest.raises(SystemExit) as e:
+        run_command(PROG, cli, argv)
+    return e.value.code, capsys.readouterr().err
+
+
+def test_bad_input_is_one_line_naming_the_flag(tiny_store, tmp_path, capsys):
+    ckpt = save_bare(make_net(4, seed=15), tmp_path / "c.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(4096))
+    base = ["--data", tiny_store, "--gpus", "cpu", "--workers", "0", "--no-progress"]
+    cases = [
+        (["--checkpoint", str(garbage)],
+         f"error: checkpoint {garbage} is not a readable checkpoint (truncated or corrupt?)"),
+        (["--checkpoint", ckpt, "--batch-size", "0"], "error: --batch-size 0: must be an integer >= 1"),
+        (["--checkpoint", ckpt, "--workers", "-2"], "error: --workers -2: must be an integer >= 0"),
+        (["--checkpoint", ckpt, "--json", str(tmp_path)], f"error: --json {tmp_path}: is a folder; pass a file name"),
+    ]
+    for argv, message in cases:
+        status, err = command(base + argv, capsys)
+        assert status == 2 and err.startswith(f"{PROG}: {message}"), (argv, err)
+        assert err.count("\n") == 1 and "weights_only=False" not in err and "Traceback" not in err
+    # argparse's own checks: exit status 2, the flag and its allowed values on the error line
+    status, err = command(base + ["--checkpoint", ckpt, "--views", "5"], capsys)
+    assert status == 2
+    assert err.splitlines()[-1] == f"{PROG}: error: argument --views: invalid choice: 5 (choose from 10, 1)"
+    if not torch.cuda.is_available():
+        status, err = command(["--data", tiny_store, "--checkpoint", ckpt, "--gpus", "0"], capsys)
+        assert status == 2 and err == (f"{PROG}: error: --gpus '0': this machine has no CUDA device; pass --gpus cpu "
+                                       "(or cpu,cpu for two columns)\n")

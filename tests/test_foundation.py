@@ -4,8 +4,9 @@ import os
 import pytest
 import torch
 
-from paper_repro.checkpoint import atomic_write, atomic_write_json, load_checkpoint, save_checkpoint
-from paper_repro.devices import parse_gpus
+from paper_repro.atomic import atomic_write, atomic_write_json
+from paper_repro.checkpoint import load_checkpoint, save_checkpoint
+from paper_repro.devices import parse_gpus, set_precision_policy
 from paper_repro.metrics import topk_errors, topk_predictions
 
 
@@ -21,6 +22,53 @@ def test_parse_gpus(spec, count, expected):
 def test_parse_gpus_torchrun_shifts_each_process_to_its_own_pair():
     assert parse_gpus("0,1", local_rank=1, cuda_count=4) == ("cuda:2", "cuda:3")
     assert parse_gpus("0,0", local_rank=3, cuda_count=4) == ("cuda:3", "cuda:3")
+    assert parse_gpus("1,0", local_rank=1, local_world_size=2, cuda_count=4) == ("cuda:3", "cuda:2")
+
+
+def test_parse_gpus_never_gives_two_processes_one_gpu():
+    # Shifting '0,2' by the number of distinct GPUs gave rank 0 (0, 2) and rank 1 (2, 4): GPU 2 twice.
+    with pytest.raises(ValueError) as e:
+        parse_gpus("0,2", local_rank=1, local_world_size=2, cuda_count=8, visible_set=False)
+    assert str(e.value) == (
+        "--gpus '0,2': with 2 processes on this node each process takes its own block of 2 GPUs, named 0..1 "
+        "(--gpus 0,1); to use particular GPUs, choose them with CUDA_VISIBLE_DEVICES")
+    blocks = [parse_gpus("0,1", local_rank=r, local_world_size=4, cuda_count=8) for r in range(4)]
+    assert sorted(d for b in blocks for d in b) == [f"cuda:{i}" for i in range(8)]
+
+
+def test_parse_gpus_under_a_launcher_that_gives_each_process_its_own_gpus():
+    # srun --gpus-per-task=2: each task sees its own two GPUs as cuda:0 and cuda:1, and LOCAL_RANK is set.
+    for rank in range(4):
+        assert parse_gpus("0,1", local_rank=rank, local_world_size=4, cuda_count=2, visible_set=True) == (
+            "cuda:0", "cuda:1")
+    with pytest.raises(ValueError) as e:  # the same counts without CUDA_VISIBLE_DEVICES: processes would share
+        parse_gpus("0,1", local_rank=1, local_world_size=2, cuda_count=2, visible_set=False)
+    assert str(e.value) == (
+        "--gpus '0,1': 2 processes on this node need 2 GPUs each, 4 in all, and this process sees 2; start fewer "
+        "processes (--nproc-per-node), put both columns on one GPU (--gpus 0,0), or give each process its own "
+        "GPUs with CUDA_VISIBLE_DEVICES")
+
+
+def test_parse_gpus_reads_torchrun_environment(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert parse_gpus("0,0", cuda_count=2) == ("cuda:1", "cuda:1")
+
+
+def test_precision_policy_on_gpu_and_cpu(monkeypatch):
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision,
+             torch.backends.cudnn.conv.fp32_precision)
+    try:
+        assert set_precision_policy(("cpu", "cpu")) == {"cudnn_benchmark": False, "tf32": False}
+        assert set_precision_policy(("cuda:0", "cuda:1")) == {"cudnn_benchmark": True, "tf32": True}
+        assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.fp32_precision == "tf32"
+        assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+        assert set_precision_policy(("cuda:0",), tf32=False) == {"cudnn_benchmark": True, "tf32": False}
+        assert torch.backends.cuda.matmul.fp32_precision == torch.backends.cudnn.conv.fp32_precision == "ieee"
+    finally:
+        torch.backends.cudnn.benchmark = saved[0]
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved[1:]
 
 
 @pytest.mark.parametrize(
@@ -73,8 +121,10 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint .*missing.pt does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="could not be loaded with weights_only=True"):
+    with pytest.raises(ValueError) as e:
         load_checkpoint(tmp_path / "junk.pt")
+    assert str(e.value) == (f"checkpoint {tmp_path / 'junk.pt'} is not a readable checkpoint (truncated or corrupt?): "
+                            f"it is not a torch.save file (UnpicklingError)")
 
 
 def test_topk_ties_rank_lower_index_first_and_errors_count():

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 import paper_repro.model as model_mod
 from paper_repro.lrn import local_response_norm
-from paper_repro.model import LAYERS, AlexNet
+from paper_repro.model import LAYERS, LINKS, AlexNet
+from paper_repro.recipe import PAPER
 
 ONE, TWO = ("cpu",), ("cpu", "cpu")
 CANONICAL_WIDTH1 = {
@@ -61,7 +62,7 @@ def reference(sd, x, groups=2, lrn="code", pool=(3, 2), input_size=224):
 
 
 def canonical_grads(model):
-    """The gradients of `model`'s parameters in the canonical layout (column halves concatenated)."""
+    """The gradients of `model`'s parameters in the canonical layout (column halves concatenated on devices[0])."""
     if not model.two_column:
         return {name: p.grad for name, p in model.named_parameters()}
     grads = {}
@@ -69,8 +70,9 @@ def canonical_grads(model):
         for p in ("weight", "bias"):
             if name == "fc8":
                 grads[f"fc8.{p}"] = getattr(model.fc8, p).grad
-            else:
-                grads[f"{name}.{p}"] = torch.cat([getattr(getattr(c, name), p).grad for c in model.columns])
+            else:  # the columns may sit on two devices: bring both halves to devices[0] first
+                grads[f"{name}.{p}"] = torch.cat([getattr(getattr(c, name), p).grad.to(model.devices[0])
+                                                  for c in model.columns])
     return grads
 
 
@@ -171,8 +173,6 @@ def test_width1_layer_output_sizes(full_nets, layout):
         "conv5": (1, 256 // k, 13, 13), "pool5": (1, 256 // k, 6, 6),
     }
     assert logits == (1, 1000)
-    assert net.sizes == {"conv1": 55, "pool1": 27, "conv2": 27, "pool2": 13, "conv3": 13, "conv4": 13,
-                         "conv5": 13, "pool5": 6}
 
 
 # ---------------------------------------------------------------- variants and width
@@ -188,8 +188,7 @@ def test_one_column_half_variant_count_and_shapes():
                 + 256 * 192 * 3 * 3 + 256      # conv5: NOT halved
                 + 4096 * 256 * 6 * 6 + 4096    # fc6: not halved
                 + 4096 * 4096 + 4096           # fc7
-                + 1000 * 4096 + 1000)          # fc8
-    assert expected == 59_798_312
+                + 1000 * 4096 + 1000)          # fc8: 59,798,312 in all
     assert sum(p.numel() for p in net.parameters()) == expected
     assert net.canonical_shapes()["conv5.weight"] == (256, 192, 3, 3)
     assert net.canonical_shapes()["conv2.weight"] == (128, 48, 5, 5)  # no groups: one column sees all maps
@@ -227,12 +226,33 @@ def test_width_rounding():
 
 def test_config_rebuilds_the_net():
     net = AlexNet(devices=TWO, num_classes=7, width=0.125, input_size=227, lrn="paper",
-                  pooling="non-overlapping", bias_init=0.1, dropout=0.3)
+                  pooling="non-overlapping", bias_init=0.1, dropout=0.3, init_std=0.02)
     config = json.loads(json.dumps(net.config()))
     assert config == {"num_classes": 7, "width": 0.125, "input_size": 227, "lrn": "paper",
-                      "pooling": "non-overlapping", "variant": "two-column", "bias_init": 0.1, "dropout": 0.3}
+                      "pooling": "non-overlapping", "variant": "two-column", "bias_init": 0.1, "dropout": 0.3,
+                      "init_std": 0.02}
     again = AlexNet(devices=ONE, **config)
     assert again.config() == config and again.canonical_shapes() == net.canonical_shapes()
+
+
+def test_defaults_are_the_papers_recipe():
+    config = AlexNet(devices=("meta",)).config()
+    assert {k: v for k, v in config.items() if k != "num_classes"} == {k: PAPER[k] for k in config if k in PAPER}
+    assert set(config) - set(PAPER) == {"num_classes"}
+
+
+def test_init_std_sets_the_weights_std_from_the_same_draws():
+    torch.manual_seed(3)
+    paper = AlexNet(devices=TWO, **SMALL).state_dict()
+    torch.manual_seed(3)
+    wide = AlexNet(devices=TWO, init_std=0.05, **SMALL).state_dict()
+    for key in paper:
+        if key.endswith(".weight"):  # the same standard normal draws, scaled by the std
+            torch.testing.assert_close(wide[key], paper[key] * 5, rtol=1e-6, atol=0)
+        else:
+            assert torch.equal(wide[key], paper[key]), key
+    fc6 = wide["fc6.weight"]
+    assert abs(fc6.std().item() / 0.05 - 1) < 5 / (2 * fc6.numel()) ** 0.5
 
 
 # ---------------------------------------------------------------- the function itself
@@ -339,9 +359,9 @@ def test_transfers_happen_only_at_conv3_and_the_fc_layers(monkeypatch):
     calls = []
     real = model_mod.transfer
 
-    def counting(tensor, device, link):
+    def counting(tensor, device, link, *args):
         calls.append((link, tuple(tensor.shape), str(device)))
-        return real(tensor, device, link)
+        return real(tensor, device, link, *args)
 
     monkeypatch.setattr(model_mod, "transfer", counting)
     net = AlexNet(devices=TWO, **SMALL)
@@ -356,6 +376,133 @@ def test_transfers_happen_only_at_conv3_and_the_fc_layers(monkeypatch):
     calls.clear()
     AlexNet(devices=ONE, **SMALL)(x)
     assert calls == []  # grouped convolutions: nothing moves
+
+
+def test_canonical_grads_brings_both_columns_to_one_device():
+    # A fake two-device layout: column 0 and fc8 on "meta", column 1 on the CPU. Concatenating the
+    # halves where they lie fails (as cuda:0 + cuda:1 would); canonical_grads moves them first.
+    net = AlexNet(devices=("meta", "cpu"), **SMALL)
+    assert {str(p.device) for p in net.columns[1].parameters()} == {"cpu"}
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    grads = canonical_grads(net)
+    assert {k: tuple(g.shape) for k, g in grads.items()} == net.canonical_shapes()
+    assert {str(g.device) for g in grads.values()} == {"meta"}
+
+
+def link_bytes(n, width_net, dtype_bytes=4):
+    """Bytes one forward of `width_net` (two columns) sends at each link, from its canonical shapes."""
+    shapes = width_net.canonical_shapes()
+    half_conv2, half_fc6_in = shapes["conv2.weight"][0] // 2, shapes["fc6.weight"][1] // 2
+    half_fc6, half_fc7 = shapes["fc6.weight"][0] // 2, shapes["fc7.weight"][0] // 2
+    return {"input": n * 3 * 224 * 224 * dtype_bytes,
+            "conv3": 2 * n * half_conv2 * 13 * 13 * dtype_bytes,  # pool2 maps, each column to the other
+            "fc6": 2 * n * half_fc6_in * dtype_bytes, "fc7": 2 * n * half_fc6 * dtype_bytes,
+            "fc8": n * half_fc7 * dtype_bytes}  # column 1's fc7 to fc8 on devices[0]
+
+
+def grad_nodes(tensor):
+    """Names of every node in the autograd graph behind `tensor`."""
+    seen, todo, names = set(), [tensor.grad_fn], []
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        todo.extend(f for f, _ in node.next_functions)
+    return names
+
+
+def run_net(copy_links, x, r):
+    """Forward and backward of the same exercised net (dropout off); returns (net, logits, canonical grads, x.grad)."""
+    torch.manual_seed(0)
+    net = AlexNet(devices=TWO, dropout=0.0, **SMALL).double().train()
+    net.load_state_dict(exercising_state(net))
+    net.copy_links = copy_links
+    x = x.clone().requires_grad_(True)
+    logits = net(x)
+    nodes = grad_nodes(logits)
+    (logits * r).sum().backward()
+    return net, logits, nodes, canonical_grads(net), x.grad
+
+
+def test_real_copies_at_the_links_give_the_same_forward_and_backward():
+    x = images(2, dtype=torch.float64)
+    r = torch.randn(2, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    net, logits, nodes, grads, x_grad = run_net(False, x, r)
+    assert nodes.count("ToCopyBackward0") == 0  # cpu,cpu: .to returns the tensor itself
+    copied, logits_c, nodes_c, grads_c, x_grad_c = run_net(True, x, r)
+    # One copy node per crossing, as on two GPUs: input, conv3 x2, fc6 x2, fc7 x2, fc8.
+    assert nodes_c.count("ToCopyBackward0") == 8
+    assert torch.equal(logits_c, logits) and torch.equal(x_grad_c, x_grad)
+    for key in grads:
+        assert torch.equal(grads_c[key], grads[key]), key
+    # Exactly the links in LINKS carried data, both ways, the same bytes with or without the copies.
+    assert net.traffic.forward == copied.traffic.forward == link_bytes(2, net, dtype_bytes=8)
+    assert net.traffic.backward == copied.traffic.backward == link_bytes(2, net, dtype_bytes=8)
+    assert [k for k, v in copied.traffic.forward.items() if v] == list(LINKS)
+
+
+def test_copy_links_makes_a_new_tensor_at_every_link(monkeypatch):
+    arrived = []
+    real = model_mod.transfer
+
+    def spy(tensor, device, link, *args):
+        out = real(tensor, device, link, *args)
+        arrived.append((link, out.data_ptr() != tensor.data_ptr()))
+        return out
+
+    monkeypatch.setattr(model_mod, "transfer", spy)
+    net = AlexNet(devices=TWO, **SMALL)
+    net.copy_links = True
+    net(images(2))
+    assert arrived == [(link, True) for link in ("input", "conv3", "conv3", "fc6", "fc6", "fc7", "fc7", "fc8")]
+
+
+def test_link_traffic_counts_forward_and_backward_bytes_of_one_step():
+    net = AlexNet(devices=TWO, **SMALL)
+    x = images(4)
+    net(x).sum().backward()
+    want = link_bytes(4, net)
+    assert net.traffic.forward == want
+    assert net.traffic.backward == {**want, "input": 0}  # the image needs no gradient: nothing comes back
+    assert net.traffic.total() == 2 * sum(want.values()) - want["input"]
+    with torch.no_grad():
+        net(x)  # no graph: no gradient will cross
+    assert net.traffic.forward == {k: 2 * v for k, v in want.items()}
+    assert net.traffic.backward == {**want, "input": 0}
+    net.traffic.reset()
+    assert net.traffic.total() == 0
+    one = AlexNet(devices=ONE, **SMALL)
+    one(x).sum().backward()
+    assert one.traffic.total() == 0  # one device, grouped convolutions: no link at all
+
+
+def test_input_crosses_in_the_autocast_dtype_and_the_function_is_unchanged():
+    torch.manual_seed(0)
+    net = AlexNet(devices=TWO, **SMALL).train()
+    net.load_state_dict(exercising_state(net))
+    x = images(2).requires_grad_(True)
+    results = []
+    for narrow in (True, False):
+        net.send_autocast_dtype = narrow
+        net.traffic.reset()
+        torch.manual_seed(5)  # the same dropout masks
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = net(x)
+        logits.float().sum().backward()
+        results.append((logits, x.grad.clone(), {k: g.clone() for k, g in canonical_grads(net).items()},
+                        dict(net.traffic.forward)))
+        x.grad = None
+        net.zero_grad()
+    (narrow_logits, narrow_xgrad, narrow_grads, narrow_bytes), (logits, xgrad, grads, wide_bytes) = results
+    assert torch.equal(narrow_logits, logits) and torch.equal(narrow_xgrad, xgrad)
+    for key in grads:
+        assert torch.equal(narrow_grads[key], grads[key]), key
+    assert wide_bytes["input"] == 2 * 3 * 224 * 224 * 4 and narrow_bytes["input"] == wide_bytes["input"] // 2
+    assert {k: v for k, v in narrow_bytes.items() if k != "input"} == {k: v for k, v in wide_bytes.items()
+                                                                         if k != "input"}
 
 
 def test_dropout_is_on_in_train_and_off_in_eval():
@@ -630,6 +777,7 @@ def test_bad_input_errors(small_net, x, error, message):
     (dict(devices=ONE, width=0), "AlexNet: width must be > 0 (1.0 is the paper); got 0"),
     (dict(devices=ONE, dropout=1.0), "AlexNet: dropout must be in [0, 1); got 1.0"),
     (dict(devices=ONE, num_classes=0), "AlexNet: num_classes must be a positive int; got 0"),
+    (dict(devices=ONE, init_std=0), "AlexNet: init_std must be > 0 (0.01 is the paper); got 0"),
 ])
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError) as info:

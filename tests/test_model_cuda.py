@@ -4,7 +4,7 @@ import torch
 
 import paper_repro.model as model_mod
 from paper_repro.model import AlexNet
-from test_model import SMALL, canonical_grads, exercising_state, images, reference
+from test_model import SMALL, canonical_grads, exercising_state, images, link_bytes, reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
@@ -42,12 +42,14 @@ def test_columns_on_different_devices_move_data_only_through_transfer(monkeypatc
     # A column on the CPU next to one on the GPU fails loudly if any tensor crosses outside transfer().
     links = []
     real = model_mod.transfer
-    monkeypatch.setattr(model_mod, "transfer", lambda t, d, link: links.append(link) or real(t, d, link))
+    monkeypatch.setattr(model_mod, "transfer", lambda t, d, link, *a: links.append(link) or real(t, d, link, *a))
     net = AlexNet(devices=("cuda:0", "cpu"), **SMALL)
     assert [net.columns[0].conv1.weight.device.type, net.columns[1].fc7.weight.device.type,
             net.fc8.weight.device.type] == ["cuda", "cpu", "cuda"]
     net(images(2).cuda()).sum().backward()
     assert links == ["input", "conv3", "conv3", "fc6", "fc6", "fc7", "fc7", "fc8"]
+    want = link_bytes(2, net)  # the same bytes as the CPU's cpu,cpu count, now really moved
+    assert net.traffic.forward == want and net.traffic.backward == {**want, "input": 0}
 
 
 @pytest.mark.parametrize("devices", [("cuda:0", "cuda:0"), ("cuda:0",),

@@ -1,7 +1,9 @@
 """The report: the paper's rows beside measurements, deviations, curves, Figures 3 and 4, honest data naming."""
+import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +13,14 @@ import torch
 
 from paper_repro.evaluate import get_args_parser as eval_parser
 from paper_repro.evaluate import main as eval_main
-from paper_repro.report import colour_specificity, dataset_identity, get_args_parser, main, results_table
+from paper_repro.cli import UsageError
+from paper_repro.cli import run as run_command
+from paper_repro.colour import colour_specificity, compare_columns, kernel_colour_specificity, random_range
+from paper_repro.data import ImageNetStore, dataset_identity
+from paper_repro.model import AlexNet
+from paper_repro.recipe import PAPER, PAPER_CLASSES, RECIPE
+from paper_repro.report import (PROG, chance_errors, cli, columns_sentence, config_section, get_args_parser, main,
+                                results_section, results_table)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH = 1 / 16
@@ -77,15 +86,13 @@ def test_measured_cells_only_beside_matching_paper_rows(tmp_path):
     assert rows[2][:7] == ["ILSVRC-2012", "val", "5 CNNs", "38.1", "16.4", "38.20", "16.50"]
     assert rows[2][8].endswith("(5 nets)")
     assert rows[3][:7] == ["ILSVRC-2012", "test", "5 CNNs", "", "16.4", "", ""]  # nothing measured there
-    assert rows[4][0] == "a 10-class data set (not ImageNet: ILSVRC has 1000 classes)"
+    assert rows[4][0] == "an image folder store of 10 classes (not ILSVRC: ILSVRC has 1000 classes)"
     assert rows[4][3:7] == ["(no paper figure)", "", "10.00", "0.00"]
     assert len(rows) == 5
 
 
 def make_run(run, store, epochs=3, drop_after=2, **config):
     """A run folder written by hand in train.py's documented format."""
-    from paper_repro.model import AlexNet
-
     torch.manual_seed(0)
     net = AlexNet(num_classes=4, devices=("cpu",), width=WIDTH)
     os.makedirs(run)
@@ -171,3 +178,174 @@ def test_report_from_a_tiny_real_run(tiny_store, tmp_path):
     assert "| 1 | run/checkpoint.pt | 16 |" in md  # the 1-view evaluation of the run's checkpoint
     assert "Searched: 16 of the 48 training images" in md
     assert "3 validation images" in md
+
+
+# ----------------------------------------------------------------------------- the recipe, one place
+
+def changed(value):
+    """A value unlike the paper's, of the same kind."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2 + 1
+    return value + "-other"
+
+
+def deviation_lines(config):
+    md = config_section(config)
+    return md[2], [line for line in md if "**DEVIATION**" in line]
+
+
+def test_every_recipe_key_is_one_deviation_line():
+    paper = {**PAPER, "num_classes": PAPER_CLASSES}
+    summary, lines = deviation_lines(paper)
+    assert summary == "0 deviations from the paper's recipe." and lines == []
+    for key in [*RECIPE, "num_classes"]:
+        what = RECIPE[key][1] if key in RECIPE else "classes"
+        summary, lines = deviation_lines({**paper, key: changed(paper[key])})
+        assert len(lines) == 1 and lines[0].startswith(f"| {what} | "), (key, lines)
+        assert summary.startswith(f"1 deviation from the paper's recipe: {what} "), (key, summary)
+    # a value recorded only in model_config counts too (older runs wrote the net's settings there)
+    nested = {k: v for k, v in paper.items() if k != "init_std"}
+    _, lines = deviation_lines({**nested, "model_config": {"init_std": 0.02}})
+    assert lines == ["| std of the N(0, std) weight init | 0.01 | 0.02 | **DEVIATION** |"]
+
+
+# ----------------------------------------------------------------------------- chance level
+
+def test_chance_level_is_stated_beside_the_results():
+    for classes in (1000, 10, 4):
+        t1, t5 = chance_errors(classes)
+        assert (t1, t5) == (pytest.approx((classes - 1) / classes), pytest.approx(max(0, classes - 5) / classes))
+    assert ("Chance level with 10 classes (a random guess): top-1 error 90.0 %, top-5 error 50.0 %. A measured "
+            "error near these says the net has learnt nothing.") in results_section([], [], None, 10)
+    assert ("Chance level with 1000 classes (a random guess): top-1 error 99.9 %, top-5 error 99.5 %. A measured "
+            "error near these says the net has learnt nothing.") in results_section([], [], None, 1000)
+
+
+# ----------------------------------------------------------------------------- Figure 3: what a difference means
+
+def kernels(count, grey, colour, seed):
+    """count x 3 x 11 x 11 kernels: a shared grey part plus independent per-channel noise, in given amounts."""
+    g = torch.Generator().manual_seed(seed)
+    return grey * torch.randn(count, 1, 11, 11, generator=g).repeat(1, 3, 1, 1) + \
+        colour * torch.randn(count, 3, 11, 11, generator=g)
+
+
+def test_random_range_matches_the_beta_distribution():
+    # For i.i.d. N(0, 1) weights, a kernel's chromatic energy is chi2(2n) and its grey energy an independent
+    # chi2(n) (n = 121 pixels), so its measure is Beta(n, n/2): an independent way to the same range.
+    rng = np.random.default_rng(1)
+    means = rng.beta(121, 60.5, size=(20000, 12)).mean(axis=1)
+    lo, hi = random_range(12, (3, 11, 11))
+    assert lo == pytest.approx(np.quantile(means, 0.005), abs=0.003)
+    assert hi == pytest.approx(np.quantile(means, 0.995), abs=0.003)
+
+
+def test_difference_threshold_is_the_exact_permutation_bound_for_few_kernels():
+    a, b = kernels(3, 1.0, 0.4, seed=1), kernels(3, 1.0, 0.9, seed=2)
+    values = np.concatenate([kernel_colour_specificity(a).numpy(), kernel_colour_specificity(b).numpy()])
+    diffs = [abs(values[list(s)].mean() - np.delete(values, list(s)).mean())
+             for s in itertools.combinations(range(6), 3)]
+    # Each of the 20 splits has 5 % of the mass and the largest |difference| comes from two of them (a
+    # split and its mirror), so the 99th percentile of the shuffles is the largest difference itself.
+    assert compare_columns(a, b)["threshold"] == pytest.approx(max(diffs), rel=1e-12)
+
+
+def test_figure3_sentence_says_when_a_difference_means_nothing():
+    random_a, random_b = kernels(12, 0.0, 1.0, seed=3), kernels(12, 0.0, 1.0, seed=4)
+    c = compare_columns(random_a, random_b)
+    lo, hi = random_range(12, (3, 11, 11))
+    assert c["verdict"] == "random" and c["places"] == ["inside", "inside"]
+    text = columns_sentence(random_a, random_b)
+    assert text.startswith(f"Both columns sit at the level of random weights: {c['a']:.3f} and {c['b']:.3f} lie "
+                           f"inside {lo:.3f}-{hi:.3f}, the range that holds 99% of the measure for a column of 12 "
+                           "random N(0, 1) kernels of 3x11x11 (2000 simulated columns, seed 0). The difference "
+                           "between them means nothing")
+    # both columns well below the random level, drawn alike: a difference within noise
+    grey_a, grey_b = kernels(12, 1.0, 0.5, seed=5), kernels(12, 1.0, 0.5, seed=6)
+    c = compare_columns(grey_a, grey_b)
+    assert c["verdict"] == "noise" and c["places"] == ["below", "below"]
+    assert abs(c["a"] - c["b"]) <= c["threshold"]
+    text = columns_sentence(grey_a, grey_b)
+    assert text.startswith(f"Column 0 measures {c['a']:.3f} and column 1 {c['b']:.3f}: the difference "
+                           f"({abs(c['a'] - c['b']):.3f}) is within noise and means nothing. A difference counts only "
+                           f"above {c['threshold']:.3f}, the 99th percentile of the difference when the 24 kernels are "
+                           "shuffled at random between two columns of 12 and 12 (2000 shuffles, seed 0)")
+    assert "less colour-specific" not in text
+    # one column colour-agnostic, the other colour-specific: the paper's kind of difference
+    agnostic, specific = kernels(12, 1.0, 0.2, seed=7), kernels(12, 0.05, 1.0, seed=8)
+    c = compare_columns(agnostic, specific)
+    assert c["verdict"] == "different" and c["places"][0] == "below" and c["p"] < 0.01
+    text = columns_sentence(agnostic, specific)
+    assert text.startswith(f"Here column 0 is less colour-specific than column 1 ({c['a']:.3f} vs {c['b']:.3f}): "
+                           f"the difference exceeds {c['threshold']:.3f}")
+    assert f"Random weights measure {lo:.3f}-{hi:.3f}, the range that holds 99% " in text
+    assert "column 0 is below it and column 1 is " in text and "means nothing" not in text
+
+
+# ----------------------------------------------------------------------------- real data sets, errors
+
+def test_tiny_imagenet_store_is_named_and_its_classes_worded(tiny_store, tmp_path):
+    store = str(tmp_path / "tiny")
+    shutil.copytree(tiny_store, store)
+    with open(os.path.join(store, "manifest.json")) as f:
+        manifest = json.load(f)
+    words = ["goldfish, Carassius auratus", "European fire salamander, Salamandra salamandra", "bullfrog",
+             "tailed frog"]
+    settings = {k: v for k, v in manifest["settings"].items() if k != "demo"}
+    manifest.update(class_words=words, settings={**settings, "source_format": "tiny-imagenet"})
+    with open(os.path.join(store, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    run, out = str(tmp_path / "run"), str(tmp_path / "report")
+    make_run(run, store)
+    main(get_args_parser().parse_args(["--run", run, "--out", out, "--gpus", "cpu", "--pool", "12", "--queries", "2",
+                                       "--no-progress"]))
+    md = open(os.path.join(out, "report.md")).read()
+    assert "**Tiny ImageNet (4 classes of 64x64 photographs; not ILSVRC, the paper's data)**" in md
+    assert "It is not the paper's data (ILSVRC-2010 or ILSVRC-2012)" in md
+    classes, labels = manifest["classes"], ImageNetStore(store, "val").labels
+    assert (f" Query classes: val 0: {classes[labels[0]]} ({words[labels[0]]}); val 15: {classes[labels[15]]} "
+            f"({words[labels[15]]}).") in md
+    assert "ILSVRC-2012 | val | 1 CNN | 40.7 | 18.2 |  |  |" in md  # still no measured cells beside the paper
+
+
+def test_bad_input_is_one_line_and_exit_status_2(tiny_store, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    make_run(run, tiny_store)
+    out = str(tmp_path / "out")
+    log, config = os.path.join(run, "log.jsonl"), os.path.join(run, "config.json")
+    cases = {
+        ("--run", str(tmp_path / "nowhere")): f"--run {tmp_path / 'nowhere'}: no config.json; pass a folder written "
+                                              "by python -m paper_repro.train",
+        ("--run", run, "--queries", "0"): "--queries 0: must be an integer >= 1",
+        ("--run", run, "--workers", "-1"): "--workers -1: must be an integer >= 0",
+        ("--run", run, "--eval", log): f"--eval {log}: not JSON",
+        ("--run", run, "--eval", config): f"--eval {config}: not a python -m paper_repro.evaluate result (no "
+                                          "top1_error, top5_error, split, views, checkpoints)",
+    }
+    for argv, message in cases.items():
+        with pytest.raises(UsageError) as e:
+            cli([*argv, "--out", out, "--gpus", "cpu", "--no-progress"])
+        assert str(e.value).startswith(message)
+    with open(os.path.join(run, "checkpoint.pt"), "wb") as f:
+        f.write(b"not a checkpoint at all")
+    with pytest.raises(SystemExit) as e:  # the command's own path: cli.run prints one line and exits 2
+        run_command(PROG, cli, ["--run", run, "--out", out, "--gpus", "cpu"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.startswith(f"python -m paper_repro.report: error: checkpoint {os.path.join(run, 'checkpoint.pt')} "
+                          "is not a readable checkpoint (truncated or corrupt?)")
+    assert err.count("\n") == 1 and "weights_only=False" not in err
+    assert not os.path.exists(out)
+
+
+def test_help_names_every_option_and_its_default():
+    for parser in (get_args_parser(), eval_parser()):
+        for action in parser._actions:
+            if action.dest == "help":
+                continue
+            text = action.help % {**vars(action), "prog": parser.prog} if action.help else ""
+            assert "default" in text or "(required)" in text, (parser.prog, action.option_strings, text)
+            if isinstance(action.default, (int, float, str)) and not isinstance(action.default, bool):
+                assert f"default: {action.default}" in text or f"= {action.default}" in text, text

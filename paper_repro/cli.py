@@ -1,0 +1,40 @@
+"""One way for every command to turn a failure into one clear line and an exit status.
+
+    2    a bad flag, store, checkpoint or run folder (UsageError): nothing was started or changed
+    1    the job failed while running (RunFailed: a diverged loss, a corrupt shard, a full disk)
+    130  interrupted (Ctrl-C / SIGTERM); a training run has written a checkpoint first
+"""
+import sys
+
+USAGE, FAILED, INTERRUPTED = 2, 1, 130
+
+
+class UsageError(Exception):
+    """A bad flag, store, checkpoint or run folder: one line, exit status 2, no traceback."""
+
+
+class RunFailed(Exception):
+    """The job started and could not go on (diverged, corrupt data, disk full): one line, exit status 1."""
+
+
+class Interrupted(Exception):
+    """The job was stopped by a signal after saving what it could: one line, exit status 130."""
+
+
+def run(prog, fn, *args, **kwargs):
+    """Call fn(*args, **kwargs); on a known failure print `prog: error: ...` to stderr and exit with its status."""
+    try:
+        return fn(*args, **kwargs)
+    except UsageError as e:
+        _exit(prog, f"error: {e}", USAGE)
+    except RunFailed as e:
+        _exit(prog, f"error: {e}", FAILED)
+    except Interrupted as e:
+        _exit(prog, f"interrupted: {e}", INTERRUPTED)
+    except KeyboardInterrupt:
+        _exit(prog, "interrupted (Ctrl-C); nothing more was written", INTERRUPTED)
+
+
+def _exit(prog, text, status):
+    print(f"{prog}: {text}", file=sys.stderr, flush=True)
+    sys.exit(status)

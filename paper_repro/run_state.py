@@ -1,0 +1,147 @@
+"""Everything a training run carries from one step to the next, saved and restored as one checkpoint.
+
+The model, the optimizer's velocities, the schedule, where in which epoch the run stands, the
+epoch's running totals, and every process's RNG states: a run killed at any moment and resumed
+from its checkpoint ends bit-identical to one never stopped (same seed, thread count, processes).
+"""
+import json
+import os
+import random
+
+import numpy as np
+import torch
+
+from paper_repro.atomic import atomic_write
+from paper_repro.engine import EpochTotals
+
+FORMAT = 1
+
+
+def seed_everything(seed):
+    """Seed Python, NumPy and torch (the CPU and every CUDA device): the same init on every replica."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def seed_dropout(seed, rank, devices, cuda=torch.cuda):
+    """Give each process, and each GPU of a process, its own dropout stream.
+
+    torch.manual_seed puts the same seed on every CUDA device, so the two columns of one replica
+    would draw the same dropout masks on two GPUs. The CPU generator draws both columns' masks in
+    turn, so on the CPU one seed per process suffices. `cuda` is injectable for tests.
+    """
+    torch.manual_seed(seed + 7919 * (rank + 1))
+    gpus = sorted({torch.device(d).index for d in devices if torch.device(d).type == "cuda"})
+    for column, index in enumerate(gpus):
+        with cuda.device(index):
+            cuda.manual_seed(seed + 7919 * (rank + 1) + 104729 * (column + 1))
+
+
+def rng_state(cuda=torch.cuda):
+    """Every RNG's state in weights_only-safe types (tensors, ints, floats); `cuda` is injectable for tests."""
+    _, key, pos, has_gauss, cached = np.random.get_state()
+    version, mt, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": cuda.get_rng_state_all() if cuda.is_available() else [],
+        "numpy": {"key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+        "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+    }
+
+
+def set_rng_state(state, cuda=torch.cuda):
+    """Restore what rng_state() returned (CUDA states only for the devices this machine has)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and cuda.is_available():
+        cuda.set_rng_state_all(state["cuda"][:cuda.device_count()])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"]), py["gauss"]))
+
+
+def _velocities(model, optimizer):
+    """(params, velocities): a parameter without state yet has velocity zero (PaperSGD's start)."""
+    params = list(model.parameters())
+    return params, [optimizer.state[p].get("velocity", torch.zeros_like(p)) for p in params]
+
+
+def optimizer_state(model, optimizer):
+    """The velocities as a canonical state_dict (layout-free: resume may change --gpus) plus the hyperparameters."""
+    # The model's state_dict hooks know the canonical layout: put the velocities in the parameters'
+    # place for one state_dict() call, then put the weights back.
+    params, velocities = _velocities(model, optimizer)
+    weights = [p.data for p in params]
+    try:
+        for p, v in zip(params, velocities):
+            p.data = v
+        velocity = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    finally:
+        for p, w in zip(params, weights):
+            p.data = w
+    hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    return {"velocity": velocity, "param_groups": hyper}
+
+
+def load_optimizer_state(model, optimizer, state):
+    """Restore what optimizer_state() returned into `optimizer` over `model`."""
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(state["velocity"])
+    for p in model.parameters():
+        optimizer.state[p]["velocity"] = p.detach().clone()
+    model.load_state_dict(weights)
+    for group, hyper in zip(optimizer.param_groups, state["param_groups"]):
+        group.update(hyper)
+
+
+class RunState:
+    """Where a run stands: epoch, batch within it, finished or not, the epoch's totals, the schedule."""
+
+    def __init__(self, schedule, world_size):
+        self.schedule, self.world_size = schedule, world_size
+        self.epoch, self.step, self.finished, self.totals = 0, 0, False, EpochTotals()
+
+    def checkpoint(self, model, optimizer, config, rngs):
+        """The checkpoint dict (weights_only-safe) of `model` + `optimizer` at this state; rngs: every process's."""
+        return {"format": FORMAT, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "model_config": model.config(), "optimizer": optimizer_state(model, optimizer),
+                "schedule": self.schedule.state_dict(), "epoch": self.epoch, "step": self.step,
+                "finished": self.finished, "totals": self.totals.state_dict(), "rng": rngs,
+                "world_size": self.world_size, "config": config}
+
+    def restore(self, ckpt, model, optimizer, rank):
+        """Load `ckpt` into model, optimizer and this state; return a note if RNG streams cannot be replayed."""
+        model.load_state_dict(ckpt["model"])
+        load_optimizer_state(model, optimizer, ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        self.epoch, self.step, self.finished = ckpt["epoch"], ckpt["step"], ckpt["finished"]
+        self.totals = EpochTotals(**ckpt["totals"])
+        rngs = ckpt["rng"]
+        if len(rngs) == self.world_size:
+            set_rng_state(rngs[rank])
+            return None
+        return (f"the checkpoint has {len(rngs)} processes' RNG states, this run {self.world_size}; "
+                f"dropout masks will differ from an uninterrupted run")
+
+    def next_epoch(self):
+        """Start the next epoch from its first batch with fresh totals."""
+        self.epoch, self.step, self.totals = self.epoch + 1, 0, EpochTotals()
+
+
+def truncate_log(path, epochs_done, key="epoch"):
+    """Keep the log lines up to where the checkpoint stands (a kill may leave more): `key` <= epochs_done."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f if line.endswith("\n") and json.loads(line)[key] <= epochs_done]
+    atomic_write(path, lambda f: f.writelines(lines), mode="w")
+
+
+def append_log(path, record):
+    """Add one epoch's record to log.jsonl, on disk before returning."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

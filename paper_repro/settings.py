@@ -1,0 +1,285 @@
+"""A training run's settings: flags < --config file < RUN/config.json (resume) < flags given, checked once.
+
+get_args_parser() defines the flags (defaults: paper_repro.recipe.PAPER); parse_args() resolves the
+flags and the config file; resolve_run() reads the run folder (on rank 0 only under torchrun: the
+others follow its answer) and decides whether this is a new run or a resumed one.
+"""
+import argparse
+import json
+import math
+import os
+
+from paper_repro.checkpoint import CHECKPOINT, PREVIOUS, existing_checkpoints
+from paper_repro.cli import UsageError
+from paper_repro.devices import HELP as GPUS_HELP
+from paper_repro.recipe import PAPER
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+RUN_FILES = ("config.json", "log.jsonl", "steps.jsonl", CHECKPOINT, PREVIOUS)
+# Flags that may differ when a run is resumed; every other setting is the run's and must stay.
+CHANGEABLE_ON_RESUME = {"data", "epochs", "gpus", "workers", "checkpoint_every", "log_every", "stall_steps", "progress",
+                        "resume", "auto_resume", "config", "out", "bf16", "channels_last", "tf32", "decode"}
+
+EPILOG = """\
+Defaults are the paper's recipe (the authors' code where the two differ; paper_repro/recipe.py);
+every deviation is a flag, and the report lists the ones a run used.
+
+Many GPUs / machines (torchrun): each process drives its own pair of GPUs (--gpus 0,1 in process
+LOCAL_RANK=r means cuda:2r and cuda:2r+1 of the GPUs it sees; a launcher that already gives each
+process its own two GPUs through CUDA_VISIBLE_DEVICES gets cuda:0 and cuda:1), holding one full
+two-column replica of the net. DistributedDataParallel averages the replicas' gradients after every
+backward pass (NCCL on GPUs, gloo on the CPU), DistributedSampler gives each process its own shard of
+every epoch's shuffled order, --batch-size is the GLOBAL batch (each of W processes takes
+batch-size/W images, so the paper's 128 and its learning rate keep their meaning), rank 0 decides
+whether to resume, and only rank 0 writes RUN/. Example, 2 machines x 4 GPUs = 4 replicas:
+  torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
+      -m paper_repro.train --data STORE --gpus 0,1 --out RUN --auto-resume
+With --max-restarts N and --auto-resume, a worker that dies costs the steps since the last checkpoint.
+
+A run leaves RUN/config.json (resolved settings), RUN/log.jsonl (one line per epoch) and
+RUN/checkpoint.pt (atomic, verified, the previous one kept as checkpoint.prev.pt; every
+--checkpoint-every steps and at each epoch's end). After a crash or kill, rerun the same command with
+--resume. SIGTERM or Ctrl-C: a checkpoint, then exit status 130.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the epilog's layout and show every flag's default."""
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _nonnegative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def get_args_parser(add_help=True):
+    """The command-line flags (defaults = the paper's recipe, paper_repro/recipe.py)."""
+    p = argparse.ArgumentParser(prog="python -m paper_repro.train", description=__doc__.splitlines()[0],
+                                add_help=add_help, epilog=EPILOG, formatter_class=_Formatter)
+    g = p.add_argument_group("run")
+    g.add_argument("--data", help="image store written by data_prep/build_imagenet.py (needs train and val splits)")
+    g.add_argument("--out", help="run folder: config.json, log.jsonl, checkpoint.pt")
+    g.add_argument("--gpus", default="0,1", help=GPUS_HELP + " (0,1: the paper's two GPUs)")
+    g.add_argument("--config", help="JSON file of settings that differ from the paper (keys = flag names with _), "
+                                    "or a name in paper_repro/configs/ such as alexnet_bias01; flags given here "
+                                    "override it")
+    g.add_argument("--resume", action="store_true",
+                   help="continue RUN from RUN/checkpoint.pt (an error if there is none)")
+    g.add_argument("--auto-resume", action="store_true", help="continue RUN if it has a checkpoint, else start it")
+    g.add_argument("--seed", type=int, default=0, help="seed of the init, the epoch orders, augmentation and dropout")
+    g.add_argument("--workers", type=_nonnegative_int, default=None,
+                   help="decoding processes per training process (0: decode in the main process; "
+                        "default: the CPU cores this process may use, shared among the node's processes)")
+    g.add_argument("--decode", choices=("cpu", "gpu"), default="cpu",
+                   help="cpu: the workers decode the store's JPEGs; gpu: the workers read bytes and the GPU "
+                        "decodes each batch (torchvision.io.decode_jpeg), for machines with few cores per GPU")
+    g.add_argument("--checkpoint-every", type=_nonnegative_int, default=1000,
+                   help="also checkpoint every this many steps (0: only at epoch ends)")
+    g.add_argument("--log-every", type=_positive_int, default=10,
+                   help="steps between loss read-backs (NaN check, progress bar)")
+    g.add_argument("--stall-steps", type=_nonnegative_int, default=200,
+                   help="warn if the training loss is still ln(classes) after this many steps (0: never check); "
+                        "a net that learns leaves ln(classes) well before (results/real_photos.md)")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bars")
+
+    g = p.add_argument_group("learning (section 5)")
+    g.add_argument("--epochs", type=_positive_int, default=PAPER["epochs"], help="at most this many epochs")
+    g.add_argument("--batch-size", type=_positive_int, default=PAPER["batch_size"],
+                   help="global batch, over all torchrun processes")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"initial learning rate (> 0); default: {PAPER['lr']} x batch-size / {PAPER['batch_size']} "
+                        f"(the paper's {PAPER['lr']} at its batch of {PAPER['batch_size']}; the linear scaling rule "
+                        f"at other batch sizes)")
+    g.add_argument("--momentum", type=float, default=PAPER["momentum"], help="momentum of the velocity, in [0, 1)")
+    g.add_argument("--weight-decay", type=float, default=PAPER["weight_decay"],
+                   help="weight decay inside the velocity update (>= 0)")
+    g.add_argument("--lr-schedule", choices=("plateau", "step"), default=PAPER["lr_schedule"],
+                   help="plateau: divide by 10 when the val top-1 error stops improving, at most --lr-max-drops "
+                        "times, then stop at the next plateau (the paper); step: divide after the epochs in "
+                        "--lr-drop-epochs (for exact reruns)")
+    g.add_argument("--lr-patience", type=_positive_int, default=3,
+                   help="plateau: epochs without improvement before a drop")
+    g.add_argument("--lr-threshold", type=float, default=0.001,
+                   help="plateau: an improvement must lower the val top-1 error (a fraction) by more than this")
+    g.add_argument("--lr-max-drops", type=_nonnegative_int, default=PAPER["lr_max_drops"],
+                   help="plateau: drops before the final stop")
+    g.add_argument("--lr-drop-epochs", default="30,60,80", help="step: comma-separated epochs after which lr /= 10")
+
+    g = p.add_argument_group("net (section 3); the paper's ablations and common fixes")
+    g.add_argument("--width", type=float, default=PAPER["width"], help="channel multiplier for quick runs (> 0)")
+    g.add_argument("--bias-init", type=float, default=PAPER["bias_init"],
+                   help="bias of conv2, conv4, conv5, fc6, fc7 (0.1 fixes runs that stall at ln(classes))")
+    g.add_argument("--lrn", choices=("code", "paper", "none"), default=PAPER["lrn"],
+                   help="code: alpha/n as the authors' code; paper: the paper's formula; none: the ablation")
+    g.add_argument("--pooling", choices=("overlapping", "non-overlapping"), default=PAPER["pooling"],
+                   help="overlapping 3/2 (the paper) or non-overlapping 2/2 (ablation)")
+    g.add_argument("--variant", choices=("two-column", "one-column-half"), default=PAPER["variant"],
+                   help="one-column-half: the paper's one-GPU ablation (half the kernels in conv1-conv4)")
+    g.add_argument("--dropout", type=float, default=PAPER["dropout"], help="dropout of fc6 and fc7, in [0, 1)")
+    g.add_argument("--init-std", type=float, default=PAPER["init_std"],
+                   help="std of the N(0, std) init of every weight at width 1 (> 0)")
+    g.add_argument("--init-width-scaling", choices=("fan-in", "none"), default="fan-in",
+                   help="fan-in: at --width w != 1 each layer's std is init-std * sqrt(its fan-in at width 1 / its "
+                        "fan-in), so every layer keeps the paper's gain (at width 1: exactly init-std); none: "
+                        "init-std everywhere (a narrow net then stays at chance)")
+    g.add_argument("--input-size", type=int, choices=(224, 227), default=PAPER["input_size"],
+                   help="224: the authors' code (conv1 padded to 55); 227: Caffe's crops")
+
+    g = p.add_argument_group("augmentation (section 4)")
+    g.add_argument("--colour-noise-scale", choices=("sqrt", "eigval"), default=PAPER["colour_noise_scale"],
+                   help="sqrt: a_i * sqrt(eigenvalue_i) (the authors' code); eigval: a_i * eigenvalue_i (the "
+                        "paper's words; about 1,400 grey levels on the 0-255 scale)")
+    g.add_argument("--colour-noise-std", type=float, default=PAPER["colour_noise_std"],
+                   help="standard deviation of a_i (>= 0)")
+    g.add_argument("--no-colour-noise", dest="colour_noise", action="store_false", help="ablation: no PCA colour noise")
+
+    g = p.add_argument_group("speed (deviations from fp32, off by default)")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward and loss")
+    g.add_argument("--channels-last", action="store_true", help="NHWC memory format for activations and weights")
+    g.add_argument("--no-tf32", dest="tf32", action="store_false",
+                   help="on a GPU, plain fp32 convolutions and matmuls (default: TF32, cuDNN autotuning on)")
+    return p
+
+
+def _read_config_file(name, allowed):
+    path = name if os.path.isfile(name) else os.path.join(CONFIG_DIR, name + ("" if name.endswith(".json") else ".json"))
+    if not os.path.isfile(path):
+        have = ", ".join(sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".json")))
+        raise UsageError(f"--config {name}: no such file, nor a config named so in {CONFIG_DIR} (have: {have})")
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except ValueError as e:
+        raise UsageError(f"--config {path}: not valid JSON ({e})") from None
+    values = {k.replace("-", "_"): v for k, v in values.items() if not k.startswith("_")}
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise UsageError(f"--config {path}: unknown key(s) {', '.join(unknown)}; keys are flag names with _ "
+                         f"(e.g. batch_size), one of: {', '.join(sorted(allowed))}")
+    return values
+
+
+def _explicit(argv):
+    """The flags given on the command line, as {dest: value}."""
+    silent = get_args_parser()
+    for a in silent._actions:
+        a.default = argparse.SUPPRESS
+    return vars(silent.parse_args(argv))
+
+
+def parse_args(argv=None):
+    """Resolve flag defaults < --config file < flags given; check every value. The run folder is read later."""
+    parser = get_args_parser()
+    given = parser.parse_args(argv)
+    explicit = _explicit(argv)
+    values = {a.dest: a.default for a in parser._actions if a.dest != "help"}
+    if given.config:
+        values.update(_read_config_file(given.config, values))
+    values.update(explicit)
+    args = argparse.Namespace(**values)
+    args.explicit = sorted(explicit)
+    if args.lr is None:
+        args.lr = default_lr(args.batch_size)
+    if not args.out:
+        raise UsageError("--out RUN is required (the run folder)")
+    if not args.data:
+        raise UsageError("--data STORE is required (an image store from data_prep/build_imagenet.py)")
+    check_values(args)
+    return args
+
+
+def default_lr(batch_size):
+    """The paper's learning rate at its batch of 128, scaled linearly with the batch (Goyal et al., 2017)."""
+    return PAPER["lr"] * batch_size / PAPER["batch_size"] if isinstance(batch_size, int) else PAPER["lr"]
+
+
+def drop_epochs(text):
+    """The epochs of --lr-drop-epochs as a list of ints."""
+    try:
+        epochs = [int(e) for e in str(text).split(",") if e.strip()]
+    except ValueError:
+        epochs = None
+    if epochs is None or any(e < 1 for e in epochs):
+        raise UsageError(f"--lr-drop-epochs {text!r}: expected comma-separated epochs >= 1, such as 30,60,80")
+    return epochs
+
+
+def check_values(args):
+    """Raise UsageError naming the flag and its allowed values for the first value out of range."""
+    def finite(x):
+        return isinstance(x, (int, float)) and math.isfinite(x)
+
+    rules = (
+        ("lr", finite(args.lr) and args.lr > 0, "a number > 0 (the paper: 0.01)"),
+        ("momentum", finite(args.momentum) and 0 <= args.momentum < 1, "a number in [0, 1) (the paper: 0.9)"),
+        ("weight_decay", finite(args.weight_decay) and args.weight_decay >= 0, "a number >= 0 (the paper: 0.0005)"),
+        ("width", finite(args.width) and args.width > 0, "a number > 0 (1.0: the paper)"),
+        ("init_std", finite(args.init_std) and args.init_std > 0, "a number > 0 (the paper: 0.01)"),
+        ("bias_init", finite(args.bias_init), "a finite number (the paper: 1)"),
+        ("dropout", finite(args.dropout) and 0 <= args.dropout < 1, "a number in [0, 1) (the paper: 0.5)"),
+        ("colour_noise_std", finite(args.colour_noise_std) and args.colour_noise_std >= 0,
+         "a number >= 0 (the paper: 0.1)"),
+        ("lr_threshold", finite(args.lr_threshold) and args.lr_threshold >= 0, "a number >= 0"),
+        ("batch_size", isinstance(args.batch_size, int) and args.batch_size >= 1, "an integer >= 1"),
+        ("epochs", isinstance(args.epochs, int) and args.epochs >= 1, "an integer >= 1"),
+    )
+    for key, ok, allowed in rules:
+        if not ok:
+            raise UsageError(f"--{key.replace('_', '-')} {getattr(args, key)}: must be {allowed}")
+    if args.lr_schedule == "step":
+        drop_epochs(args.lr_drop_epochs)
+
+
+def check_world(args, world_size):
+    """Raise UsageError if the global batch does not split over the processes."""
+    if args.batch_size % world_size:
+        raise UsageError(f"--batch-size {args.batch_size}: must be a multiple of the {world_size} processes "
+                         f"(the global batch is split evenly)")
+
+
+def resolve_run(args):
+    """Read the run folder: return (args with a resumed run's saved settings, resume: bool).
+
+    Under torchrun only rank 0 calls this; the others receive its answer (train.main broadcasts it).
+    """
+    run = args.out
+    if os.path.exists(run) and not os.path.isdir(run):
+        raise UsageError(f"--out {run}: exists and is not a folder; choose a folder path for the run")
+    found = existing_checkpoints(run)
+    if args.resume and not found:
+        raise UsageError(f"--resume: {os.path.join(run, CHECKPOINT)} does not exist, so there is nothing to "
+                         f"continue; run without --resume to start this run (or --auto-resume to do either)")
+    resume = bool(found) and (args.resume or args.auto_resume)
+    if found and not resume:
+        raise UsageError(f"{found[0]} exists: pass --resume to continue that run, or choose another --out")
+    if not resume:
+        leftovers = [f for f in RUN_FILES if os.path.exists(os.path.join(run, f))]
+        if leftovers:
+            raise UsageError(f"--out {run} already holds {', '.join(leftovers)} but no checkpoint to continue "
+                             f"from: a new run would mix its epochs with an old run's; choose another --out "
+                             f"or delete those files")
+        return args, False
+    config_path = os.path.join(run, "config.json")
+    try:
+        with open(config_path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--resume: {config_path} cannot be read ({e}); the run's settings are unknown") from None
+    values = vars(args)
+    for k in args.explicit:
+        if k not in CHANGEABLE_ON_RESUME and k in saved and saved[k] != values[k]:
+            raise UsageError(f"--{k.replace('_', '-')} {values[k]} differs from this run's {saved[k]} "
+                             f"({config_path}); a resumed run keeps its settings: drop the flag, or start a new --out")
+    merged = dict(values)
+    merged.update({k: v for k, v in saved.items() if k in values and k not in ("resume", "auto_resume", "explicit")})
+    merged.update({k: values[k] for k in args.explicit})
+    return argparse.Namespace(**merged), True

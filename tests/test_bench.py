@@ -1,0 +1,126 @@
+"""python -m paper_repro.bench: the train stage runs the training code, and its counts are right."""
+import argparse
+
+import pytest
+import torch
+
+import paper_repro.bench as bench
+from paper_repro.augment import TrainPatch
+from paper_repro.engine import train_step
+from paper_repro.model import AlexNet
+from paper_repro.optim import PaperSGD
+from paper_repro.train import build_model
+
+TINY = ["--batch-size", "2", "--width", "0.125", "--steps", "1", "--repeats", "1", "--warmup", "0"]
+
+
+def test_op_counter_counts_kernels_not_views():
+    a, b = torch.ones(4, 4), torch.ones(4, 4)
+    with bench.OpCounter() as counter:
+        c = a + b          # computes and allocates
+        c.mul_(2)          # computes in place
+        c.view(16).t       # views: no kernel
+        torch.empty(3)     # allocates
+        c[1:].sum()        # a slice (view), then a reduction
+    assert dict(counter.ops) == {"aten.add.Tensor": 1, "aten.mul_.Tensor": 1, "aten.empty.memory_format": 1,
+                                 "aten.sum.default": 1}
+    assert counter.total() == 4
+    # add reads a and b and writes c; mul_ reads and writes c; empty writes 3; sum reads 12 and writes 1.
+    assert counter.bytes == 4 * (3 * 16 + 2 * 16 + 3 + 12 + 1)
+
+
+def test_op_counter_sees_the_backward_pass():
+    x = torch.ones(3, requires_grad=True)
+    with bench.OpCounter() as counter:
+        (x * 2).sum().backward()
+    assert counter.ops["aten.mul.Tensor"] >= 2  # the forward's multiply and the backward's
+
+
+def test_train_stage_runs_the_training_code(monkeypatch, capsys):
+    seen = {"built": 0, "steps": [], "policy": []}
+    real_build, real_step, real_policy = bench.build_model, bench.train_step, bench.set_precision_policy
+
+    def build(settings, num_classes, devices):
+        seen["built"] += 1
+        seen["settings"] = settings
+        return real_build(settings, num_classes, devices)
+
+    def step(model, optimizer, images, labels, augment, generator, **kw):
+        seen["steps"].append((type(model).__module__, type(optimizer), type(augment), images.dtype, kw))
+        return real_step(model, optimizer, images, labels, augment, generator, **kw)
+
+    def policy(devices, tf32=True):
+        seen["policy"].append((tuple(devices), tf32))
+        return real_policy(devices, tf32=tf32)
+
+    monkeypatch.setattr(bench, "build_model", build)
+    monkeypatch.setattr(bench, "train_step", step)
+    monkeypatch.setattr(bench, "set_precision_policy", policy)
+    assert real_build is build_model and real_step is train_step
+    args = bench.get_args_parser().parse_args(["train", "--gpus", "cpu,cpu", *TINY])
+    result = bench.main(args)
+    assert seen["built"] == 1 and seen["policy"] == [(("cpu", "cpu"), True)]
+    settings = seen["settings"]  # train's own parser: every other setting is the paper's recipe
+    assert (settings.width, settings.batch_size, settings.lrn, settings.init_std) == (0.125, 2, "code", 0.01)
+    # each net: one timed step (1 round x 1 step, no warm-up) and the counted one
+    assert sorted(s[0] for s in seen["steps"]) == ["paper_repro.model"] * 2 + ["torchvision.models.alexnet"] * 2
+    assert {s[1] for s in seen["steps"]} == {PaperSGD} and {s[2] for s in seen["steps"]} == {TrainPatch}
+    assert {s[3] for s in seen["steps"]} == {torch.uint8}  # the augmentation runs inside the step
+    assert all(s[4] == {"device": "cpu", "bf16": False} for s in seen["steps"])
+    assert '"link_bytes_per_step"' in capsys.readouterr().out
+    assert result["ops_per_step"] == result["ours"]["ops_per_step"] > result["torchvision_alexnet"]["ops_per_step"] > 0
+
+
+def expected_link_bytes(n, width):
+    """Bytes across the links in one training step of the two-column net, from its canonical shapes."""
+    shapes = AlexNet(devices=("meta",), width=width).canonical_shapes()
+    forward = {"input": n * 3 * 224 * 224 * 4,
+               "conv3": 2 * n * (shapes["conv2.weight"][0] // 2) * 13 * 13 * 4,
+               "fc6": 2 * n * (shapes["fc6.weight"][1] // 2) * 4,
+               "fc7": 2 * n * (shapes["fc6.weight"][0] // 2) * 4,
+               "fc8": n * (shapes["fc7.weight"][0] // 2) * 4}
+    backward = {**forward, "input": 0}  # the image needs no gradient
+    return forward, backward
+
+
+def test_train_stage_reports_the_link_bytes_of_one_step():
+    args = bench.get_args_parser().parse_args(["train", "--gpus", "cpu,cpu", *TINY])
+    result = bench.bench_train(args)
+    forward, backward = expected_link_bytes(2, 0.125)
+    assert result["link_bytes_per_link"] == {"forward": forward, "backward": backward}
+    assert result["link_bytes_per_step"] == sum(forward.values()) + sum(backward.values())
+    one = bench.bench_train(bench.get_args_parser().parse_args(["train", "--gpus", "cpu", *TINY]))
+    assert one["link_bytes_per_step"] == 0  # one device: grouped convolutions, no link
+
+
+def test_every_flag_has_help_and_its_default():
+    parser = bench.get_args_parser()
+    assert parser.prog == "python -m paper_repro.bench"
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(subparsers.choices) == ["eval", "loader", "lrn", "train"]  # prep: python data_prep/bench_prep.py
+    for name, sub in subparsers.choices.items():
+        assert sub.prog == f"python -m paper_repro.bench {name}"
+        flags = [a for a in sub._actions if not isinstance(a, argparse._HelpAction)]
+        assert all(a.help for a in flags), name
+        shown = " ".join(sub.format_help().split())  # --help as printed, line breaks undone
+        for action in flags:
+            if not action.required:
+                said = sub._get_formatter()._get_help_string(action) % {"default": action.default}
+                assert "default:" in said and " ".join(said.split()) in shown, (name, action.dest)
+    assert "--batch-size BATCH_SIZE images per step (the paper's 128) (default: 128)" in " ".join(
+        subparsers.choices["train"].format_help().split())
+
+
+def test_lrn_stage_reports_each_layout_and_dtype():
+    args = bench.get_args_parser().parse_args(["lrn", "--shape", "2,12,5,5", "--repeats", "1"])
+    result = bench.bench_lrn(args)
+    for key in ("nchw_float32", "nchw_bfloat16", "channels_last_float32", "channels_last_bfloat16"):
+        row = result[key]
+        assert row["ops"] == sum(row["op_counts"].values()) > 0 and row["passes"] > 2 and row["seconds_min"] > 0
+
+
+def test_bad_device_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        bench.cli.run(bench.PROG, bench.main, bench.get_args_parser().parse_args(["train", "--gpus", "x"]))
+    assert info.value.code == 2
+    assert capsys.readouterr().err.startswith("python -m paper_repro.bench: error: --gpus 'x'")
