@@ -279,10 +279,15 @@ def bench_lrn(args):
                     times.append(time.perf_counter() - start)
                 with OpCounter() as counter:
                     once()
+                # The same call on "meta" tensors dispatches what a GPU would (no kernels run there).
+                xm = torch.empty_like(x, device="meta").requires_grad_(True)
+                with OpCounter() as gpu:
+                    local_response_norm(xm, groups=args.groups).backward(torch.empty_like(g_, device="meta"))
                 result[f"{layout}_{str(dtype).split('.')[1]}"] = {
                     "seconds_min": min(times), "seconds_median": statistics.median(times),
                     "ops": counter.total(), "passes": counter.bytes / (base.numel() * 4),
-                    "op_counts": dict(counter.ops)}
+                    "op_counts": dict(counter.ops),
+                    "gpu_path_ops": gpu.total(), "gpu_path_passes": gpu.bytes / (base.numel() * 4)}
     return result
 
 

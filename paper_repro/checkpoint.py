@@ -5,6 +5,7 @@ import sys
 
 import torch
 
+from paper_repro import faults
 from paper_repro.atomic import atomic_write, stale_temps
 from paper_repro.model import AlexNet
 
@@ -63,7 +64,11 @@ def save_checkpoint(path, obj, keep_previous=True):
         except OSError:  # a file system without hard links: move it (a kill right here leaves only PREVIOUS)
             os.replace(path, previous)
 
-    atomic_write(path, lambda f: torch.save(obj, f), before_rename=verify_then_keep_previous)
+    def write(f):
+        torch.save(obj, f)
+        faults.point("checkpoint")  # the restart tests kill here: a complete temp file, not yet renamed
+
+    atomic_write(path, write, before_rename=verify_then_keep_previous)
 
 
 def remove_stale_temps(run):

@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from paper_repro import faults
 from paper_repro.augment import batch_generator
 from paper_repro.cli import RunFailed
-from paper_repro.distributed import all_reduce_sum, is_distributed
+from paper_repro.distributed import all_reduce_sum, first_error
 from paper_repro.metrics import topk_predictions
 
 
@@ -100,6 +101,7 @@ def train_one_epoch(model, optimizer, loader, augment, *, device, epoch, seed, t
         loss_sum, wrong = train_step(model, optimizer, images, labels, augment,
                                      batch_generator(seed, epoch, step, rank), device=device, bf16=bf16)
         step += 1
+        faults.point("step")
         pending.append((loss_sum, wrong, len(labels)))
 
         global_step = epoch * steps_per_epoch + step
@@ -131,17 +133,16 @@ def _flush(pending, totals, epoch, step, device):
     wrong = int(torch.stack([p[1] for p in pending]).sum())
     n = sum(p[2] for p in pending)
     finite = torch.isfinite(losses)
-    # Every process flushes at the same steps; agreeing here means no process is left waiting in the
-    # next all-reduce for a peer that has already stopped.
-    bad_here = 0.0 if finite.all() else float(losses[~finite][0])
-    bad_anywhere = all_reduce_sum([0.0 if finite.all() else 1.0], device)[0]
-    if bad_anywhere:
-        value = bad_here if not finite.all() else "nan or inf"
-        where = "" if not is_distributed() else (" on this process" if not finite.all() else " on another process")
-        raise Diverged(
-            f"training loss became {value}{where} at epoch {epoch + 1}, batch {step}: the run diverged. Nothing after "
-            f"the last checkpoint was saved. Try a lower --lr, --bias-init 0.1, or without --bf16; then "
-            f"start again (or --resume from the checkpoint if it predates the divergence).")
+    mine = None
+    if not finite.all():
+        mine = (f"training loss became {float(losses[~finite][0])} at epoch {epoch + 1}, batch {step}: the run "
+                f"diverged. Nothing after the last checkpoint was saved. Try a lower --lr, --bias-init 0.1, or "
+                f"without --bf16; then start again (or --resume from the checkpoint if it predates the divergence).")
+    # Every process flushes at the same steps; agreeing here means every process stops at once and none
+    # is left waiting in the next all-reduce for a peer that has already gone.
+    message = first_error(mine, device)
+    if message:
+        raise Diverged(message)
     totals.loss_sum += float(losses.double().sum())
     totals.errors += wrong
     totals.images += n
@@ -161,6 +162,7 @@ def evaluate_centre(model, loader, transform, *, device, bf16=False, show_progre
         labels = labels.to(device, non_blocking=True)
         with _autocast(device, bf16):
             logits = model(transform(images)).float()
+        faults.point("val")
         hits = topk_predictions(logits, k=5) == labels[:, None]  # ties to the lower index, as evaluate
         sums += torch.stack([torch.tensor(float(len(labels)), dtype=torch.float64, device=device),
                              (logits.argmax(1) != labels).sum().double(), (~hits.any(1)).sum().double(),

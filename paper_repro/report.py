@@ -6,6 +6,7 @@ measure is colour.py's, the fc7 search is features.py's and the data set is name
 import argparse
 import datetime
 import json
+import math
 import os
 
 import torch
@@ -17,7 +18,8 @@ from paper_repro.colour import RANDOM_COLOUR_RATIO, compare_columns
 from paper_repro.data import ImageNetStore, dataset_identity, is_generated, load_stats, store_classes
 from paper_repro.devices import parse_gpus
 from paper_repro.features import nearest_neighbours
-from paper_repro.figures import as_percent, conv1_columns, plot_conv1, plot_curves, plot_neighbours, short_names
+from paper_repro.figures import (as_percent, conv1_columns, plot_conv1, plot_curves, plot_neighbours,
+                                 plot_step_losses, short_names)
 from paper_repro.recipe import PAPER_CLASSES, RECIPE, deviations
 
 PROG = "python -m paper_repro.report"
@@ -199,10 +201,29 @@ def config_section(config):
     return md
 
 
-def _curves_section(log, out):
+def read_steps(run):
+    """The training loss at every read-back (RUN/steps.jsonl, written by train); [] if there is none."""
+    steps = []
+    path = os.path.join(run, "steps.jsonl")
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                if line.endswith("\n"):  # a line cut by a kill mid-write is left out
+                    steps.append(json.loads(line))
+    return steps
+
+
+def _curves_section(log, out, steps=(), num_classes=None, stall_steps=None):
     md = ["## 3. Training curves", ""]
+    if steps and num_classes:
+        plot_step_losses({"training loss": steps}, math.log(num_classes), os.path.join(out, "steps.png"),
+                         stall_step=stall_steps)
+        md += ["![training loss per step](steps.png)", "",
+               f"The training loss at every read-back ({len(steps)} of them, up to step {steps[-1]['step']}); the "
+               f"dotted line is ln({num_classes}), the loss of uniform guessing, where a net that does not learn "
+               f"stays.", ""]
     if not log:
-        return md + ["No log.jsonl in the run: no curves.", ""]
+        return md + ["No log.jsonl in the run: no per-epoch curves.", ""]
     drops = plot_curves(log, os.path.join(out, "curves.png"))
     return md + ["![training curves](curves.png)", "",
                  f"{len(log)} epoch{'s' if len(log) != 1 else ''} logged; learning rate "
@@ -311,7 +332,7 @@ def write_report(run, config, log, ckpt, out, evals=(), data=None, devices=("cpu
     md.append("")
     md += results_section(evals, log, data, num_classes)
     md += config_section(config)
-    md += _curves_section(log, out)
+    md += _curves_section(log, out, read_steps(run), num_classes, config.get("stall_steps"))
     md += _conv1_section(ckpt, ckpt_path, model_config, out)
     md += _neighbours_section(ckpt_path, data, out, devices, queries, pool, workers, progress)
     if evals:

@@ -103,13 +103,16 @@ class RunState:
         self.schedule, self.world_size = schedule, world_size
         self.epoch, self.step, self.finished, self.totals = 0, 0, False, EpochTotals()
 
-    def checkpoint(self, model, optimizer, config, rngs):
-        """The checkpoint dict (weights_only-safe) of `model` + `optimizer` at this state; rngs: every process's."""
+    def checkpoint(self, model, optimizer, config, per_process):
+        """The checkpoint dict (weights_only-safe) of `model` + `optimizer` at this state.
+
+        per_process: every process's {"rng": rng_state(), "totals": its EpochTotals.state_dict()}, by rank.
+        """
         return {"format": FORMAT, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "model_config": model.config(), "optimizer": optimizer_state(model, optimizer),
                 "schedule": self.schedule.state_dict(), "epoch": self.epoch, "step": self.step,
-                "finished": self.finished, "totals": self.totals.state_dict(), "rng": rngs,
-                "world_size": self.world_size, "config": config}
+                "finished": self.finished, "totals": [p["totals"] for p in per_process],
+                "rng": [p["rng"] for p in per_process], "world_size": self.world_size, "config": config}
 
     def restore(self, ckpt, model, optimizer, rank):
         """Load `ckpt` into model, optimizer and this state; return a note if RNG streams cannot be replayed."""
@@ -117,9 +120,13 @@ class RunState:
         load_optimizer_state(model, optimizer, ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
         self.epoch, self.step, self.finished = ckpt["epoch"], ckpt["step"], ckpt["finished"]
-        self.totals = EpochTotals(**ckpt["totals"])
-        rngs = ckpt["rng"]
-        if len(rngs) == self.world_size:
+        totals, rngs = ckpt["totals"], ckpt["rng"]
+        if isinstance(totals, dict):  # format 1 before per-process totals: rank 0's
+            totals = [totals] * len(rngs)
+        same_world = len(rngs) == self.world_size
+        # A changed number of processes resumes only at an epoch boundary (train refuses otherwise): totals 0.
+        self.totals = EpochTotals(**totals[rank]) if same_world else EpochTotals()
+        if same_world:
             set_rng_state(rngs[rank])
             return None
         return (f"the checkpoint has {len(rngs)} processes' RNG states, this run {self.world_size}; "

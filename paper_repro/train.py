@@ -220,10 +220,11 @@ def train(args, devices, rank, world_size, stop):
     stall = StallCheck(num_classes, args.stall_steps)
 
     def save():
-        rngs = dist_utils.all_gather_objects(rng_state())
+        # Every process's RNGs and running totals: a resumed epoch logs the same numbers as one never stopped.
+        per_process = dist_utils.all_gather_objects({"rng": rng_state(), "totals": state.totals.state_dict()})
         if main_process:
             try:
-                save_checkpoint(ckpt_path, state.checkpoint(model, optimizer, config, rngs))
+                save_checkpoint(ckpt_path, state.checkpoint(model, optimizer, config, per_process))
             except OSError as e:
                 raise cli.RunFailed(f"could not write the checkpoint {ckpt_path} ({e.strerror or e}); the previous "
                                     f"checkpoint is intact. Free some space and continue with the same command "

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import paper_repro.lrn as lrn_mod
 import paper_repro.model as model_mod
 from paper_repro.lrn import local_response_norm
 from paper_repro.model import LAYERS, LINKS, AlexNet
@@ -596,6 +597,24 @@ def test_lrn_any_window_size_matches_its_formula(size, groups, convention):
     torch.testing.assert_close(got, lrn_window_formula(x, groups, scale, size), rtol=1e-12, atol=0)
     if convention == "code" and groups == 1:  # torch pads even windows the same way (n//2 before)
         torch.testing.assert_close(got, F.local_response_norm(x, size, 1e-4, 0.75, 2.0), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("chain", [True, False], ids=["cpu-sqrt-chain", "gpu-pow"])
+def test_lrn_both_inverse_powers_match_the_formula(monkeypatch, chain):
+    # The GPU computes s^-3/4 with pow, the CPU with sqrt/multiply/rsqrt: run both here.
+    monkeypatch.setattr(lrn_mod, "SQRT_CHAIN_DEVICES", ("cpu",) if chain else ())
+    calls = []
+    real_pow = torch.pow
+    monkeypatch.setattr(torch, "pow", lambda *a, **k: calls.append(1) or real_pow(*a, **k))
+    x = (torch.relu(torch.randn(2, 12, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))) * 60
+         ).requires_grad_(True)
+    got = local_response_norm(x, groups=2)
+    torch.testing.assert_close(got, lrn_formula(x.detach(), 2, 1e-4 / 5), rtol=1e-12, atol=0)
+    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, groups=2), (x,))
+    assert bool(calls) != chain  # pow ran exactly when the chain did not
+    x32 = x.detach().float() * 5  # fp32: both within a few ulps of the exact value
+    want = lrn_formula(x32.double(), 2, 1e-4 / 5)
+    assert ((local_response_norm(x32, groups=2).double() - want).abs() <= 4 * 2 ** -24 * want.abs()).all()
 
 
 @pytest.mark.parametrize("size", [4, 5])

@@ -117,7 +117,8 @@ def check_report(out, net=None):
     """report.md exists, every figure it links exists and is a PNG; return the markdown."""
     md = open(os.path.join(out, "report.md")).read()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert sorted(links) == ["conv1_kernels.png", "curves.png", "neighbours.png"]
+    figures = ["conv1_kernels.png", "curves.png", "neighbours.png"]
+    assert sorted(links) in (figures, sorted(figures + ["steps.png"]))  # steps.png: a run that wrote steps.jsonl
     for link in links:
         with open(os.path.join(out, link), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -178,6 +179,10 @@ def test_report_from_a_tiny_real_run(tiny_store, tmp_path):
     assert "| 1 | run/checkpoint.pt | 16 |" in md  # the 1-view evaluation of the run's checkpoint
     assert "Searched: 16 of the 48 training images" in md
     assert "3 validation images" in md
+    steps = [json.loads(line) for line in open(os.path.join(run, "steps.jsonl"))]
+    assert [s["step"] for s in steps] == [3, 6] and steps[0]["epoch"] == 1 and steps[1]["epoch"] == 2  # epoch ends
+    assert f"The training loss at every read-back (2 of them, up to step 6); the dotted line is ln(4)" in md
+    assert os.path.getsize(os.path.join(out, "steps.png")) > 1000
 
 
 # ----------------------------------------------------------------------------- the recipe, one place
