@@ -17,7 +17,6 @@ when other jobs share the cores).
 import argparse
 import glob
 import io
-import json
 import multiprocessing
 import os
 import platform
@@ -38,7 +37,7 @@ from data_prep.build_imagenet import init_worker, process_shard  # noqa: E402
 from data_prep.image_recipe import JPEG_QUALITY, JPEG_SUBSAMPLING  # noqa: E402
 from data_prep.shard_tasks import FileShard, SourceFile  # noqa: E402
 from paper_repro import cli  # noqa: E402
-from paper_repro.atomic import atomic_write_json  # noqa: E402
+from paper_repro.atomic import print_json  # noqa: E402
 from paper_repro.data import decode_image  # noqa: E402
 
 PROG = "python data_prep/bench_prep.py"
@@ -199,10 +198,7 @@ def get_args_parser():
 def main(args):
     """Run the benchmark, print its JSON, and write it to --json if given."""
     result = run(args)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        atomic_write_json(args.json, result)
-    return result
+    return print_json(result, args.json, indent=2)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ resulting 256x256 pixels are then encoded as raw uint8, PNG and JPEG at several 
 import argparse
 import glob
 import io
-import json
 import os
 import platform
 import sys
@@ -25,7 +24,7 @@ if __package__ in (None, ""):
 
 from data_prep.image_recipe import SkipImage, prepare_pixels  # noqa: E402
 from paper_repro import cli  # noqa: E402
-from paper_repro.atomic import atomic_write_json  # noqa: E402
+from paper_repro.atomic import print_json  # noqa: E402
 from paper_repro.data import decode_image  # noqa: E402
 
 PROG = "python data_prep/measure_store_format.py"
@@ -112,10 +111,7 @@ def main(args):
     if not paths:
         raise cli.UsageError(f"--source {args.source}: no *.JPEG images directly in it")
     res = measure(paths)
-    print(json.dumps(res, indent=1))
-    if args.json:
-        atomic_write_json(args.json, res)
-    return res
+    return print_json(res, args.json, indent=1)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,14 @@ def atomic_write_json(path, obj):
     atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n"), mode="w")
 
 
+def print_json(obj, path=None, indent=2):
+    """Print `obj` as JSON (what a benchmark command shows) and, if `path` is given, write it there atomically."""
+    print(json.dumps(obj, indent=indent))
+    if path:
+        atomic_write_json(path, obj)
+    return obj
+
+
 def atomic_write_bytes(path, data):
     """Write `data` (bytes) to `path` atomically."""
     atomic_write(path, lambda f: f.write(data))

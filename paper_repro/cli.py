@@ -9,7 +9,7 @@ import sys
 USAGE, FAILED, INTERRUPTED = 2, 1, 130
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """A bad flag, store, checkpoint or run folder: one line, exit status 2, no traceback."""
 
 
@@ -19,6 +19,14 @@ class RunFailed(Exception):
 
 class Interrupted(Exception):
     """The job was stopped by a signal after saving what it could: one line, exit status 130."""
+
+
+def checked(fn, *args):
+    """fn(*args), with a ValueError or FileNotFoundError (a bad flag, file or store, worded for the user) as UsageError."""
+    try:
+        return fn(*args)
+    except (ValueError, FileNotFoundError) as e:
+        raise e if isinstance(e, UsageError) else UsageError(str(e)) from e
 
 
 def run(prog, fn, *args, **kwargs):

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from paper_repro.atomic import atomic_write, atomic_write_json
 from paper_repro.checkpoint import load_model
-from paper_repro.cli import UsageError, run
+from paper_repro.cli import UsageError, checked, run
 from paper_repro.data import ImageNetStore, dataset_identity, load_stats
 from paper_repro.devices import HELP as GPUS_HELP
 from paper_repro.devices import parse_gpus, set_precision_policy
@@ -210,18 +210,16 @@ def score(args, devices, precision, store, models, mean_image):
 
 
 def main(args):
-    """Evaluate; print the errors; write --json (and --predictions) when given; return the result dict."""
-    return score(args, *prepare(args))
+    """Evaluate; print the errors; write --json (and --predictions) when given; return the result dict.
+
+    A bad flag, store or checkpoint is a UsageError (exit status 2) with prepare's message.
+    """
+    return score(args, *checked(prepare, args))
 
 
 def cli(argv=None):
-    """The command: a bad flag, store or checkpoint is a UsageError (exit status 2) with main's message."""
-    args = get_args_parser().parse_args(argv)
-    try:
-        job = prepare(args)
-    except (ValueError, FileNotFoundError) as e:  # the message already names the flag and what to do
-        raise UsageError(str(e)) from e
-    return score(args, *job)
+    """The command: parse the flags and evaluate."""
+    return main(get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import torch
 
 from paper_repro.atomic import atomic_write
 from paper_repro.checkpoint import CHECKPOINT, load_checkpoint, load_model
-from paper_repro.cli import UsageError, run
+from paper_repro.cli import UsageError, checked, run
 from paper_repro.colour import RANDOM_COLOUR_RATIO, compare_columns
 from paper_repro.data import ImageNetStore, dataset_identity, is_generated, load_stats, store_classes
 from paper_repro.devices import parse_gpus
@@ -392,22 +392,15 @@ def read_inputs(args):
 
 
 def main(args):
-    """Write the report; return its path."""
-    path = write_report(**read_inputs(args))
+    """Write the report; return its path. A bad flag, run folder, checkpoint or --eval file is a UsageError."""
+    path = write_report(**checked(read_inputs, args))
     print(f"wrote {path}")
     return path
 
 
 def cli(argv=None):
-    """The command: a bad flag, run folder, checkpoint or --eval file is a UsageError (exit status 2)."""
-    args = get_args_parser().parse_args(argv)
-    try:
-        inputs = read_inputs(args)
-    except (ValueError, FileNotFoundError) as e:  # the message already names the flag and what to do
-        raise UsageError(str(e)) from e
-    path = write_report(**inputs)
-    print(f"wrote {path}")
-    return path
+    """The command: parse the flags and write the report."""
+    return main(get_args_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ def test_op_counter_counts_kernels_not_views():
     assert dict(counter.ops) == {"aten.add.Tensor": 1, "aten.mul_.Tensor": 1, "aten.empty.memory_format": 1,
                                  "aten.sum.default": 1}
     assert counter.total() == 4
-    # add reads a and b and writes c; mul_ reads and writes c; empty writes 3; sum reads 12 and writes 1.
-    assert counter.bytes == 4 * (3 * 16 + 2 * 16 + 3 + 12 + 1)
+    # add reads a and b and writes c; mul_ reads and writes c; empty touches nothing; sum reads 12, writes 1.
+    assert counter.bytes == 4 * (3 * 16 + 2 * 16 + 12 + 1)
 
 
 def test_op_counter_sees_the_backward_pass():

@@ -273,7 +273,7 @@ def test_missing_split_empty_split_and_class_count(tiny_store, tmp_path):
         run_main(["--data", empty, "--split", "val"] + base)
     assert str(e.value).startswith(f"cannot evaluate --split val: split 'val' of image store {empty} is empty "
                                    "(0 images)")
-    with pytest.raises(FileNotFoundError) as e:
+    with pytest.raises(ValueError) as e:  # a UsageError (exit status 2) since main words it for the user
         run_main(["--data", str(tmp_path / "nowhere"), "--split", "val"] + base)
     assert str(e.value) == (f"--data {tmp_path / 'nowhere'}: no such directory; pass the STORE that "
                             "data_prep/build_imagenet.py wrote")

@@ -561,6 +561,31 @@ def test_channels_last(layout):
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("layout", [ONE, TWO], ids=["one-device", "two-column"])
+def test_cpu_computes_in_channels_last_and_it_is_the_same_function(monkeypatch, layout):
+    net = AlexNet(devices=layout, dropout=0.0, **SMALL).double().train()
+    net.load_state_dict(exercising_state(net))
+    seen = []
+    conv2 = net.columns[0].conv2 if net.two_column else net.conv2
+    conv2.register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last)))
+    x = images(2, dtype=torch.float64)  # an NCHW batch, as TrainPatch gives
+    r = torch.randn(2, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    results = []
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        monkeypatch.setattr(model_mod, "CPU_MEMORY_FORMAT", fmt)
+        xi = x.clone().requires_grad_(True)
+        logits = net(xi)
+        (logits * r).sum().backward()
+        results.append((logits.detach(), xi.grad, {k: g.clone() for k, g in canonical_grads(net).items()}))
+        net.zero_grad()
+    assert seen == [True, False]  # the activations really were channels_last, then NCHW
+    (got, got_x, got_grads), (want, want_x, want_grads) = results
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_x, want_x, rtol=1e-7, atol=1e-12)
+    for key in want_grads:
+        torch.testing.assert_close(got_grads[key], want_grads[key], rtol=1e-7, atol=1e-12, msg=key)
+
+
 # ---------------------------------------------------------------- LRN
 
 

@@ -181,7 +181,7 @@ def test_report_from_a_tiny_real_run(tiny_store, tmp_path):
     assert "3 validation images" in md
     steps = [json.loads(line) for line in open(os.path.join(run, "steps.jsonl"))]
     assert [s["step"] for s in steps] == [3, 6] and steps[0]["epoch"] == 1 and steps[1]["epoch"] == 2  # epoch ends
-    assert f"The training loss at every read-back (2 of them, up to step 6); the dotted line is ln(4)" in md
+    assert "The training loss at every read-back (2 of them, up to step 6); the dotted line is ln(4)" in md
     assert os.path.getsize(os.path.join(out, "steps.png")) > 1000
 
 
