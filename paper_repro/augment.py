@@ -201,7 +201,7 @@ class TrainPatch:
             for n, (top, left, flipped) in enumerate(zip(oy.tolist(), ox.tolist(), flip.tolist())):
                 cut_patch(images[n], *self._cpu_means, top, left, self.size, flipped, hwc[n])
                 if shift is not None:
-                    hwc[n] += shift[n]
+                    hwc[n].add_(shift[n])  # not hwc[n] += ...: its __setitem__ copies the patch onto itself
         return out
 
 

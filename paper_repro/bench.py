@@ -26,10 +26,9 @@ from torchvision import transforms
 
 from paper_repro import cli
 from paper_repro.atomic import atomic_write_json
-from paper_repro.augment import TrainPatch, batch_generator, one_thread
+from paper_repro.augment import TrainPatch, batch_generator
 from paper_repro.data import ImageNetStore, load_stats
-from paper_repro.devices import parse_gpus
-from paper_repro.devices import set_precision_policy
+from paper_repro.devices import parse_gpus, set_precision_policy
 from paper_repro.engine import train_step
 from paper_repro.evaluate import evaluate
 from paper_repro.loader import BatchLoader, epoch_order
@@ -270,7 +269,7 @@ def bench_lrn(args):
     result = {"stage": "lrn", "shape": list(shape), "groups": args.groups, "repeats": args.repeats,
               "machine": machine_info(("cpu",)),
               "passes_means": "bytes every operator reads and writes / bytes of one fp32 tensor of this shape"}
-    with one_thread() if args.threads == 1 else _threads(args.threads):
+    with _threads(args.threads):
         result["machine"]["threads"] = torch.get_num_threads()
         for layout in ("nchw", "channels_last"):
             for dtype in (torch.float32, torch.bfloat16):

@@ -1,4 +1,5 @@
 """One training epoch and the per-epoch centre-patch validation."""
+import contextlib
 import math
 import time
 
@@ -59,7 +60,10 @@ class StallCheck:
 
 
 def _autocast(device, bf16):
-    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
+    # No autocast object at all when off: torch.autocast refuses some device types (meta) even disabled.
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
 def train_step(model, optimizer, images, labels, augment, generator, *, device, bf16=False):
