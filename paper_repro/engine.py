@@ -39,10 +39,10 @@ def stall_message(mean_loss, num_classes, steps):
     if abs(mean_loss - chance) > 0.01 * chance:
         return None
     return (f"training loss {mean_loss:.4f} is still at ln({num_classes}) = {chance:.4f} after {steps} steps: the net "
-            f"outputs uniform probabilities and is not learning. Likely causes: the paper's init (N(0, 0.01) "
-            f"weights with bias 1 in conv2, conv4, conv5, fc6, fc7) is known to stall in some setups; the "
-            f"learning rate; the LRN convention. Fixes: --bias-init 0.1 (the common one), a different --lr "
-            f"(e.g. half or double), --lrn code. Stop this run and restart with one of them.")
+            f"outputs uniform probabilities and is not learning. The usual cause is the paper's init, bias 1 in "
+            f"conv2, conv4, conv5, fc6, fc7 (on Tiny ImageNet it stalled where bias 0.1 learned: "
+            f"results/real_photos.md); also the learning rate, or an --lrn other than the default (code). Fixes: "
+            f"--bias-init 0.1 (the common one), a lower --lr (e.g. half). Stop this run and restart with one of them.")
 
 
 class StallCheck:

@@ -21,7 +21,10 @@ class PlateauSchedule:
         self.drops = 0
 
     def step(self, val_error, epoch=None):
-        """Record one epoch's val error; return "drop" (lr divided), "stop" (training over) or None."""
+        """Record one epoch's val error; return "drop" (lr divided), "stop" (training over) or None.
+
+        `epoch` is not needed by a plateau: it is there so that train calls both schedules alike.
+        """
         if val_error < self.best - self.threshold:
             self.best, self.bad_epochs = val_error, 0
             return None

@@ -2,8 +2,10 @@
 and the restarted group ends bit-identical to a run never killed (two gloo workers on the CPU)."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -91,3 +93,32 @@ def test_fault_spec_errors_name_the_form():
     with pytest.raises(ValueError, match=r"^PAPER_REPRO_FAULT='kill:1:step:5': expected kill:rankR:POINT:N with "
                                          r"POINT one of step, val, checkpoint \(e\.g\. kill:rank1:step:5\)$"):
         faults.parse("kill:1:step:5")
+
+
+def test_sigterm_to_the_launcher_stops_every_rank_at_one_checkpoint(tiny_store, tmp_path, unkilled):
+    run = str(tmp_path / "stopped")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop(faults.ENV, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "paper_repro.train",
+           "--data", tiny_store, "--out", run, *ARGS, "--epochs", "50"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        deadline = time.time() + LIMIT_S
+        while not os.path.exists(os.path.join(run, "checkpoint.pt")):
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # what a cluster scheduler does at the end of a job's time
+        stdout, stderr = proc.communicate(timeout=LIMIT_S)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode != 0  # stopped, not finished: `torchrun ... && evaluate` does not go on
+    assert stderr.count("paper_repro.train: interrupted: ") == 2, stderr[-4000:]  # both ranks, one message each
+    stopped = load_checkpoint(os.path.join(run, "checkpoint.pt"))
+    assert len(stopped["rng"]) == 2 and not stopped["finished"] and stopped["epoch"] < 50
+    # The one checkpoint both ranks joined continues to the same weights as a run never stopped.
+    _torchrun(tiny_store, run)
+    a, b = load_checkpoint(os.path.join(unkilled, "checkpoint.pt")), load_checkpoint(os.path.join(run, "checkpoint.pt"))
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 0)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
