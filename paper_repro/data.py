@@ -88,9 +88,9 @@ class ImageNetStore:
         self.class_words = list(words) if words and len(words) == len(self.classes) else None
         folder = os.path.join(self.root, split)
         index = np.load(os.path.join(folder, "index.npy"))
-        self._shard = index[:, 0].copy()
+        self.shards = index[:, 0].copy()  # the shard number of each image
         self._offset = index[:, 1].copy()
-        self._length = index[:, 2].copy()
+        self.encoded_lengths = index[:, 2].copy()  # the size of each image's stored JPEG, in bytes
         self.labels = index[:, 3].astype(np.int64)
         with open(os.path.join(folder, "filenames.txt")) as f:
             self.filenames = f.read().splitlines()
@@ -122,10 +122,10 @@ class ImageNetStore:
         if not -len(self) <= i < len(self):
             raise IndexError(f"image index {i} out of range for {len(self)} images")
         i = int(i) % len(self)
-        n = int(self._length[i])
-        buf = os.pread(self._fd(int(self._shard[i])), n, int(self._offset[i]))
+        n = int(self.encoded_lengths[i])
+        buf = os.pread(self._fd(int(self.shards[i])), n, int(self._offset[i]))
         if len(buf) != n:
-            raise IOError(f"image store {self.root}/{self.split}: shard {int(self._shard[i])} "
+            raise IOError(f"image store {self.root}/{self.split}: shard {int(self.shards[i])} "
                           f"is truncated (image {i})")
         return buf
 

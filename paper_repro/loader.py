@@ -105,7 +105,7 @@ class BadImage:
 
 def damaged_store_message(store, index, why):
     """One line naming the shard file and image that failed, and how to check and rebuild the store."""
-    shard = os.path.join(store.root, store.split, shard_name(int(store._shard[index])))
+    shard = os.path.join(store.root, store.split, shard_name(int(store.shards[index])))
     name = store.filenames[index] if 0 <= index < len(store.filenames) else "?"
     try:
         source = read_manifest(store.root)["settings"]["source"]
@@ -314,7 +314,7 @@ class BatchLoader:
         b = self.batch_size
         if self.decode == "cpu":  # images, labels
             return _pages(b * int(np.prod(IMAGE_SHAPE))) + _pages(8 * b)
-        lengths = np.asarray(self.store._length)  # the store's index of encoded sizes
+        lengths = np.asarray(self.store.encoded_lengths)  # the store's index of encoded sizes
         return _pages(int(np.sort(lengths)[-b:].sum())) + 3 * _pages(8 * b)  # bytes, lengths, labels, indices
 
     def set_indices(self, indices, start=0):

@@ -256,9 +256,9 @@ def _damaged_copy(pristine, tmp_path, how):
     shutil.copytree(pristine, root)
     store = ImageNetStore(root, "train")
     i = 2
-    assert int(store._shard[i]) == 0 and int(store._shard[i + 1]) == 0
+    assert int(store.shards[i]) == 0 and int(store.shards[i + 1]) == 0
     shard = os.path.join(root, "train", shard_name(0))
-    offset, length = int(store._offset[i]), int(store._length[i])
+    offset, length = int(store._offset[i]), int(store.encoded_lengths[i])
     if how == "truncate":
         os.truncate(shard, offset + length // 2)
     else:  # zero the quantisation tables: the JPEG markers stay, the decoder refuses it
