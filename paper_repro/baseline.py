@@ -22,11 +22,12 @@ from tqdm import tqdm
 
 from paper_repro import cli
 from paper_repro.atomic import atomic_write_json
-from paper_repro.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from paper_repro.checkpoint import CHECKPOINT, existing_checkpoints, load_run_checkpoint, save_checkpoint
+from paper_repro.cli import checked
 from paper_repro.data import ImageNetStore
 from paper_repro.evaluate import evaluate
 from paper_repro.loader import BatchLoader, epoch_order
-from paper_repro.run_state import append_log, rng_state, set_rng_state
+from paper_repro.run_state import append_log, rng_state, set_rng_state, truncate_log
 
 PROG = "paper_repro.baseline"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -60,6 +61,11 @@ class ReferenceTrainCrops:
     def __call__(self, images):
         """0-255 float N x 3 x 224 x 224 from a uint8 N x H x W x 3 batch."""
         return torch.stack([self.crop(image.permute(2, 0, 1)) for image in images]).float()
+
+
+def len_epoch(store, batch_size):
+    """Batches in one epoch of `store`."""
+    return -(-len(store) // batch_size)
 
 
 def get_args_parser():
@@ -99,13 +105,15 @@ def main(args):
                                 weight_decay=args.weight_decay)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=0.1)
     ckpt_path, epoch = os.path.join(args.out, CHECKPOINT), 0
-    if os.path.isfile(ckpt_path):
-        ckpt = load_checkpoint(ckpt_path)
+    if existing_checkpoints(args.out):
+        ckpt, _ = checked(load_run_checkpoint, args.out)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
         set_rng_state(ckpt["rng"])
         epoch = ckpt["epoch"]
+        truncate_log(os.path.join(args.out, "log.jsonl"), epoch)  # lines a kill left after the checkpoint
+        truncate_log(os.path.join(args.out, "steps.jsonl"), epoch * len_epoch(train_store, args.batch_size), key="step")
         print(f"resuming {args.out} after epoch {epoch}")
     atomic_write_json(os.path.join(args.out, "config.json"), dict(vars(args), recipe="torchvision reference "
                       "(references/classification, --model alexnet --lr 1e-2)", num_classes=num_classes))
@@ -131,6 +139,7 @@ def main(args):
                            {"step": epoch * len(loader) + step, "epoch": epoch + 1, "loss": sum(window) / n})
                 bar.set_postfix(loss=f"{sum(window) / n:.4f}")
                 window = []
+        lr = optimizer.param_groups[0]["lr"]  # this epoch's, before the schedule moves it
         schedule.step()
         epoch += 1
         probs = evaluate([model], val_store, np.zeros((256, 256, 3), np.float32), views=1, workers=args.workers,
@@ -138,7 +147,7 @@ def main(args):
         val_top1 = float((probs.argmax(1) != torch.as_tensor(val_store.labels)).float().mean())
         append_log(os.path.join(args.out, "log.jsonl"), {
             "epoch": epoch, "train_loss": loss_sum / images, "val_top1_error": val_top1,
-            "images_per_s": images / seconds, "train_images": images, "lr": optimizer.param_groups[0]["lr"]})
+            "images_per_s": images / seconds, "train_images": images, "lr": lr})
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                     "schedule": schedule.state_dict(), "rng": rng_state(), "epoch": epoch})
         tqdm.write(f"epoch {epoch}: train loss {loss_sum / images:.4f} | val top-1 (centre) {val_top1:.4f} | "

@@ -25,8 +25,10 @@ def checked(fn, *args):
     """fn(*args), with a ValueError or FileNotFoundError (a bad flag, file or store, worded for the user) as UsageError."""
     try:
         return fn(*args)
+    except UsageError:
+        raise
     except (ValueError, FileNotFoundError) as e:
-        raise e if isinstance(e, UsageError) else UsageError(str(e)) from e
+        raise UsageError(str(e)) from e
 
 
 def run(prog, fn, *args, **kwargs):

@@ -39,10 +39,12 @@ def stall_message(mean_loss, num_classes, steps):
     if abs(mean_loss - chance) > 0.01 * chance:
         return None
     return (f"training loss {mean_loss:.4f} is still at ln({num_classes}) = {chance:.4f} after {steps} steps: the net "
-            f"outputs uniform probabilities and is not learning. The usual cause is the paper's init, bias 1 in "
-            f"conv2, conv4, conv5, fc6, fc7 (on Tiny ImageNet it stalled where bias 0.1 learned: "
-            f"results/real_photos.md); also the learning rate, or an --lrn other than the default (code). Fixes: "
-            f"--bias-init 0.1 (the common one), a lower --lr (e.g. half). Stop this run and restart with one of them.")
+            f"outputs uniform probabilities and is not learning yet. The usual cause is the paper's init, bias 1 in "
+            f"conv2, conv4, conv5, fc6, fc7: on Tiny ImageNet it sat at chance for a whole epoch where bias 0.1 "
+            f"left it after about 100 steps (results/real_photos.md); also the learning rate, or an --lrn other "
+            f"than the default (code). Fixes: --bias-init 0.1 (the common one), a lower --lr (e.g. half). A run "
+            f"may still leave chance later; if the loss has not moved in a few hundred more steps, restart with "
+            f"one of them.")
 
 
 class StallCheck:
@@ -87,13 +89,14 @@ def train_step(model, optimizer, images, labels, augment, generator, *, device, 
 
 def train_one_epoch(model, optimizer, loader, augment, *, device, epoch, seed, totals, rank=0, bf16=False,
                     checkpoint_every=0, save=None, stop_requested=None, log_every=10, monitor=None,
-                    show_progress=True):
+                    show_progress=True, steps_before=None):
     """Train over `loader` (from its start batch), updating `totals`; return totals.
 
     save(step) writes a checkpoint after `step` batches of this epoch: every `checkpoint_every`
     global steps, and before raising Stopped when stop_requested(step) says so. Losses are read
     back every `log_every` steps (and before any save): a NaN/Inf stops the run with a message;
-    monitor(mean_loss_since_last_read, global_step) sees each read (the stall check).
+    monitor(mean_loss_since_last_read, global_step) sees each read (the stall check). Global steps count
+    from `steps_before` (the steps of the epochs before; default epoch * len(loader)).
     """
     model.train()
     steps_per_epoch = len(loader)
@@ -108,8 +111,10 @@ def train_one_epoch(model, optimizer, loader, augment, *, device, epoch, seed, t
         faults.point("step")
         pending.append((loss_sum, wrong, len(labels)))
 
-        global_step = epoch * steps_per_epoch + step
-        want_save = save is not None and checkpoint_every > 0 and global_step % checkpoint_every == 0
+        global_step = (epoch * steps_per_epoch if steps_before is None else steps_before) + step
+        # Not at the epoch's last step: the epoch-end checkpoint follows validation anyway.
+        want_save = (save is not None and checkpoint_every > 0 and global_step % checkpoint_every == 0
+                     and step < steps_per_epoch)
         stop = stop_requested is not None and stop_requested(step)
         if want_save or stop or step % log_every == 0 or step == steps_per_epoch:
             window_loss = _flush(pending, totals, epoch, step, device)

@@ -1,8 +1,9 @@
 """Everything a training run carries from one step to the next, saved and restored as one checkpoint.
 
 The model, the optimizer's velocities, the schedule, where in which epoch the run stands, the
-epoch's running totals, and every process's RNG states: a run killed at any moment and resumed
-from its checkpoint ends bit-identical to one never stopped (same seed, thread count, processes).
+epoch's running totals, and every process's RNG states: on the CPU, a run killed at any moment and
+resumed from its checkpoint with the same flags ends bit-identical to one never stopped (same seed,
+thread count and processes). On a GPU, cuDNN's kernels are not deterministic: it continues correctly.
 """
 import json
 import os
@@ -14,7 +15,7 @@ import torch
 from paper_repro.atomic import atomic_write
 from paper_repro.engine import EpochTotals
 
-FORMAT = 1
+FORMAT = 2  # 2: every process's totals, and the global step count
 
 
 def seed_everything(seed):
@@ -102,6 +103,7 @@ class RunState:
     def __init__(self, schedule, world_size):
         self.schedule, self.world_size = schedule, world_size
         self.epoch, self.step, self.finished, self.totals = 0, 0, False, EpochTotals()
+        self.steps_before = 0  # training steps of the epochs done: global step = steps_before + step
 
     def checkpoint(self, model, optimizer, config, per_process):
         """The checkpoint dict (weights_only-safe) of `model` + `optimizer` at this state.
@@ -112,17 +114,20 @@ class RunState:
                 "model_config": model.config(), "optimizer": optimizer_state(model, optimizer),
                 "schedule": self.schedule.state_dict(), "epoch": self.epoch, "step": self.step,
                 "finished": self.finished, "totals": [p["totals"] for p in per_process],
-                "rng": [p["rng"] for p in per_process], "world_size": self.world_size, "config": config}
+                "rng": [p["rng"] for p in per_process], "world_size": self.world_size,
+                "steps_before": self.steps_before, "config": config}
 
     def restore(self, ckpt, model, optimizer, rank):
         """Load `ckpt` into model, optimizer and this state; return a note if RNG streams cannot be replayed."""
+        if ckpt.get("format") != FORMAT:
+            raise ValueError(f"the checkpoint is in format {ckpt.get('format')}, this version reads format {FORMAT}; "
+                             f"continue it with the version of paper_repro that wrote it")
         model.load_state_dict(ckpt["model"])
         load_optimizer_state(model, optimizer, ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
         self.epoch, self.step, self.finished = ckpt["epoch"], ckpt["step"], ckpt["finished"]
+        self.steps_before = ckpt["steps_before"]
         totals, rngs = ckpt["totals"], ckpt["rng"]
-        if isinstance(totals, dict):  # format 1 before per-process totals: rank 0's
-            totals = [totals] * len(rngs)
         same_world = len(rngs) == self.world_size
         # A changed number of processes resumes only at an epoch boundary (train refuses otherwise): totals 0.
         self.totals = EpochTotals(**totals[rank]) if same_world else EpochTotals()
@@ -132,8 +137,14 @@ class RunState:
         return (f"the checkpoint has {len(rngs)} processes' RNG states, this run {self.world_size}; "
                 f"dropout masks will differ from an uninterrupted run")
 
-    def next_epoch(self):
+    @property
+    def global_step(self):
+        """Training steps done so far, over all epochs."""
+        return self.steps_before + self.step
+
+    def next_epoch(self, steps_in_epoch):
         """Start the next epoch from its first batch with fresh totals."""
+        self.steps_before += steps_in_epoch
         self.epoch, self.step, self.totals = self.epoch + 1, 0, EpochTotals()
 
 

@@ -89,7 +89,7 @@ def get_args_parser(add_help=True):
     g.add_argument("--stall-steps", type=_nonnegative_int, default=200,
                    help="warn if the training loss is still ln(classes) after this many steps (0: never check); "
                         "a net that learns leaves ln(classes) well before (results/real_photos.md)")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm progress bars")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
 
     g = p.add_argument_group("learning (section 5)")
     g.add_argument("--epochs", type=_positive_int, default=PAPER["epochs"], help="at most this many epochs")
@@ -143,10 +143,12 @@ def get_args_parser(add_help=True):
     g.add_argument("--no-colour-noise", dest="colour_noise", action="store_false", help="ablation: no PCA colour noise")
 
     g = p.add_argument_group("speed (deviations from fp32, off by default)")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for forward and loss")
-    g.add_argument("--channels-last", action="store_true", help="NHWC memory format for activations and weights")
-    g.add_argument("--no-tf32", dest="tf32", action="store_false",
-                   help="on a GPU, plain fp32 convolutions and matmuls (default: TF32, cuDNN autotuning on)")
+    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=PAPER["bf16"],
+                   help="bfloat16 autocast for forward and loss (may change on resume: --no-bf16)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=PAPER["channels_last"],
+                   help="NHWC memory format for activations and weights")
+    g.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
+                   help="on a GPU, TF32 convolutions and matmuls with cuDNN autotuning; --no-tf32: IEEE fp32")
     return p
 
 
@@ -165,7 +167,20 @@ def _read_config_file(name, allowed):
     if unknown:
         raise UsageError(f"--config {path}: unknown key(s) {', '.join(unknown)}; keys are flag names with _ "
                          f"(e.g. batch_size), one of: {', '.join(sorted(allowed))}")
-    return values
+    return {key: _checked_value(path, allowed[key], value) for key, value in values.items()}
+
+
+def _checked_value(path, action, value):
+    """`value` from a config file, put through the flag's own type and choices (as if given on the command line)."""
+    try:
+        if action.type is not None and value is not None and not isinstance(value, bool):
+            value = action.type(str(value)) if action.type is not float else float(value)
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
+        raise UsageError(f"--config {path}: {action.dest} {value!r}: {e}") from None
+    if action.choices is not None and value not in action.choices:
+        raise UsageError(f"--config {path}: {action.dest} {value!r}: must be one of "
+                         f"{', '.join(map(str, action.choices))}")
+    return value
 
 
 def _explicit(argv):
@@ -181,9 +196,10 @@ def parse_args(argv=None):
     parser = get_args_parser()
     given = parser.parse_args(argv)
     explicit = _explicit(argv)
-    values = {a.dest: a.default for a in parser._actions if a.dest != "help"}
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    values = {dest: a.default for dest, a in actions.items()}
     if given.config:
-        values.update(_read_config_file(given.config, values))
+        values.update(_read_config_file(given.config, actions))
     values.update(explicit)
     args = argparse.Namespace(**values)
     args.explicit = sorted(explicit)
@@ -262,8 +278,11 @@ def resolve_run(args):
     if found and not resume:
         raise UsageError(f"{found[0]} exists: pass --resume to continue that run, or choose another --out")
     if not resume:
+        # A folder whose log holds finished epochs belongs to another run; config.json and steps.jsonl
+        # alone are a start that died before its first checkpoint, and are written anew.
+        log = os.path.join(run, "log.jsonl")
         leftovers = [f for f in RUN_FILES if os.path.exists(os.path.join(run, f))]
-        if leftovers:
+        if os.path.isfile(log) and os.path.getsize(log) > 0:
             raise UsageError(f"--out {run} already holds {', '.join(leftovers)} but no checkpoint to continue "
                              f"from: a new run would mix its epochs with an old run's; choose another --out "
                              f"or delete those files")

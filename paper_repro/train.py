@@ -9,11 +9,12 @@ import torch
 from tqdm import tqdm
 
 from paper_repro import cli
+from paper_repro.cli import checked
 from paper_repro import distributed as dist_utils
 from paper_repro.atomic import atomic_write_json
 from paper_repro.augment import CentrePatch, TrainPatch
-from paper_repro.checkpoint import (CHECKPOINT, load_checkpoint, load_run_checkpoint, remove_stale_temps,
-                                   save_checkpoint)
+from paper_repro.checkpoint import (CHECKPOINT, CheckpointError, load_checkpoint, load_run_checkpoint,
+                                   remove_stale_temps, save_checkpoint)
 from paper_repro.data import ImageNetStore, load_stats
 from paper_repro.devices import parse_gpus, set_precision_policy
 from paper_repro.engine import StallCheck, Stopped, evaluate_centre, train_one_epoch
@@ -137,7 +138,7 @@ def _open_store(args):
         raise cli.UsageError(str(e)) from None
 
 
-def _restore(state, model, optimizer, args, rank, num_classes, train_images, steps_per_epoch):
+def _restore(state, model, optimizer, args, rank, num_classes, train_images):
     """Load the newest loadable checkpoint of the run (rank 0 picks the file) into model, optimizer, state."""
     ckpt, path = None, None
     if rank == 0:
@@ -161,19 +162,19 @@ def _restore(state, model, optimizer, args, rank, num_classes, train_images, ste
             f"with {saved_world} processes; this run has {state.world_size}. Finish that epoch with "
             f"{saved_world} processes (the number of processes may change at any epoch boundary: every epoch "
             f"ends with a checkpoint), so that no image is seen twice or skipped")
-    note = state.restore(ckpt, model, optimizer, rank)
+    note = checked(state.restore, ckpt, model, optimizer, rank)
     if rank == 0:
         if note:
             tqdm.write("note: " + note, file=sys.stderr)
         truncate_log(os.path.join(args.out, "log.jsonl"), state.epoch)
-        truncate_log(os.path.join(args.out, "steps.jsonl"), state.epoch * steps_per_epoch + state.step, key="step")
+        truncate_log(os.path.join(args.out, "steps.jsonl"), state.global_step, key="step")
         print(f"resuming {args.out} at epoch {state.epoch + 1}, batch {state.step} (from {path})", flush=True)
 
 
 def train(args, devices, rank, world_size, stop):
     """Section 5 of the paper: SGD on the augmented training set, validation after every epoch, lr /10 on plateaus."""
-    check_world(args, world_size)
     args, resume = _agree_on_run(args, rank)
+    check_world(args, world_size)  # on the run's own batch size, saved settings merged
     main_process, device = rank == 0, devices[0]
     train_store, val_store, stats = _open_store(args)
     num_classes = len(train_store.classes)
@@ -185,20 +186,21 @@ def train(args, devices, rank, world_size, stop):
     optimizer = PaperSGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     state = RunState(make_schedule(args), world_size)
     if resume:
-        steps_per_epoch = math.ceil(math.ceil(len(train_store) / world_size) / (args.batch_size // world_size))
-        _restore(state, model, optimizer, args, rank, num_classes, len(train_store), steps_per_epoch)
+        _restore(state, model, optimizer, args, rank, num_classes, len(train_store))
     for group in optimizer.param_groups:
         group["lr"] = state.schedule.lr
 
     workers = default_workers() if args.workers is None else args.workers
     config = {k: v for k, v in vars(args).items() if k != "explicit"}
-    config.update(model_config=model.config(), world_size=world_size, devices=list(devices), workers=workers,
+    config.update(model_config=model.config(), world_size=world_size, devices=list(devices), workers_used=workers,
                   num_classes=num_classes, train_images=len(train_store), val_images=len(val_store),
                   init_std_per_layer=stds, precision=precision, torch_version=str(torch.__version__))
     log_path, ckpt_path = os.path.join(args.out, "log.jsonl"), os.path.join(args.out, CHECKPOINT)
     steps_path = os.path.join(args.out, "steps.jsonl")
     if main_process:
         remove_stale_temps(args.out)
+        if not resume and os.path.exists(steps_path):
+            os.unlink(steps_path)  # a start that died before its first checkpoint: nothing of it is kept
         atomic_write_json(os.path.join(args.out, "config.json"), config)
     if state.finished or state.epoch >= args.epochs:
         if main_process:
@@ -222,13 +224,17 @@ def train(args, devices, rank, world_size, stop):
     def save():
         # Every process's RNGs and running totals: a resumed epoch logs the same numbers as one never stopped.
         per_process = dist_utils.all_gather_objects({"rng": rng_state(), "totals": state.totals.state_dict()})
+        failure = None
         if main_process:
             try:
                 save_checkpoint(ckpt_path, state.checkpoint(model, optimizer, config, per_process))
-            except OSError as e:
-                raise cli.RunFailed(f"could not write the checkpoint {ckpt_path} ({e.strerror or e}); the previous "
-                                    f"checkpoint is intact. Free some space and continue with the same command "
-                                    f"plus --resume") from None
+            except (OSError, CheckpointError) as e:
+                failure = (f"could not write the checkpoint {ckpt_path} ({getattr(e, 'strerror', None) or e}); the "
+                           f"previous checkpoint is intact. Free some space and continue with the same command plus "
+                           f"--resume")
+        failure = dist_utils.first_error(failure, device)  # every process stops, none waits for rank 0
+        if failure:
+            raise cli.RunFailed(failure)
 
     def save_at(step):
         state.step = step
@@ -254,11 +260,11 @@ def train(args, devices, rank, world_size, stop):
                         seed=args.seed, totals=state.totals, rank=rank, bf16=args.bf16,
                         checkpoint_every=args.checkpoint_every, save=save_at,
                         stop_requested=stop_requested, log_every=args.log_every, monitor=monitor,
-                        show_progress=args.progress and main_process)
+                        show_progress=args.progress and main_process, steps_before=state.steps_before)
         val = evaluate_centre(model, val_loader, centre, device=device, bf16=args.bf16,
                               show_progress=args.progress and main_process)
         record = _epoch_record(state, val, device, steps=len(train_loader))
-        state.next_epoch()
+        state.next_epoch(len(train_loader))
         state.finished = record["stopped"]
         for group in optimizer.param_groups:
             group["lr"] = state.schedule.lr
@@ -284,7 +290,7 @@ def _epoch_record(state, val, device, steps):
                 val_top1_error=val["val_top1_error"], val_top5_error=val["val_top5_error"],
                 val_loss=val["val_loss"], train_images=int(images), val_images=val["val_images"],
                 images_per_s=images / max(totals.seconds, 1e-9), seconds=totals.seconds,
-                lr_dropped=action == DROP, stopped=action == STOP, steps=(state.epoch + 1) * steps)
+                lr_dropped=action == DROP, stopped=action == STOP, steps=state.steps_before + steps)
 
 
 def _epoch_line(record, args):

@@ -323,3 +323,35 @@ def test_ctrl_c_exits_non_zero_after_a_checkpoint(tiny_store, tmp_path):
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("paper_repro.train: interrupted: stopped at epoch ")
     assert not load_checkpoint(os.path.join(run, CHECKPOINT))["finished"]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"lr_schedule": "cosine"}, "lr_schedule 'cosine': must be one of plateau, step"),
+    ({"log_every": 0}, "log_every 0: must be a positive integer, got 0"),
+    ({"input_size": 225}, "input_size 225: must be one of 224, 227"),
+])
+def test_config_file_values_get_the_flags_checks(values, message, tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps(values))
+    with pytest.raises(UsageError) as e:
+        parse_args(["--config", str(config), "--data", "S", "--out", str(tmp_path / "r")])
+    assert str(e.value) == f"--config {config}: {message}"
+
+
+def test_a_start_that_died_before_its_first_checkpoint_starts_again(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "steps.jsonl").write_text('{"step": 10, "epoch": 1, "loss": 4.6}\n')
+    for flags in ([], ["--auto-resume"]):
+        args, resume = resolve_run(parse_args(["--data", "S", "--out", str(run), *flags]))
+        assert not resume
+
+
+def test_boolean_speed_flags_can_be_turned_off_on_resume(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(run / CHECKPOINT, {"epoch": 1})
+    (run / "config.json").write_text(json.dumps({"bf16": True, "channels_last": True, "tf32": True}))
+    args, _ = resolve_run(parse_args(["--data", "S", "--out", str(run), "--resume", "--no-bf16", "--no-tf32"]))
+    assert args.bf16 is False and args.tf32 is False and args.channels_last is True

@@ -1,0 +1,38 @@
+"""python -m paper_repro.baseline: torchvision's AlexNet and its reference recipe on a store, scored by the ten views."""
+import json
+import os
+
+import pytest
+import torch
+
+from paper_repro.baseline import Normalised, get_args_parser, main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_normalised_is_torchvisions_net_behind_its_reference_normalisation():
+    torch.manual_seed(0)
+    net = Normalised(7).eval()
+    x = torch.rand(2, 3, 224, 224) * 255
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(net(x), net.net((x / 255 - mean) / std), rtol=1e-5, atol=1e-5)
+    assert net.config() == {"num_classes": 7, "input_size": 224}
+
+
+def test_one_epoch_logs_and_scores_with_ten_views_and_resumes(tiny_store, tmp_path):
+    run = str(tmp_path / "tv")
+    args = ["--data", tiny_store, "--out", run, "--epochs", "1", "--batch-size", "16", "--workers", "0",
+            "--log-every", "1", "--no-progress"]
+    result = main(get_args_parser().parse_args(args))
+    assert result["views"] == 10 and result["images"] == 16 and result["epochs"] == 1
+    assert 0 <= result["top1_error"] <= 1 and 0 <= result["top5_error"] <= result["top1_error"]
+    with open(os.path.join(run, "log.jsonl")) as f:
+        log = [json.loads(line) for line in f]
+    assert [r["epoch"] for r in log] == [1] and log[0]["lr"] == 0.01 and log[0]["train_images"] == 48
+    with open(os.path.join(run, "steps.jsonl")) as f:
+        assert [json.loads(line)["step"] for line in f] == [1, 2, 3]
+    again = main(get_args_parser().parse_args(args))  # a finished run: nothing more to train, same score
+    assert again == result
+    with open(os.path.join(run, "log.jsonl")) as f:
+        assert len(f.readlines()) == 1
