@@ -131,7 +131,7 @@ def main(args):
             loss.backward()
             optimizer.step()
             seconds += time.perf_counter() - start
-            window.append(float(loss) * len(labels))
+            window.append(float(loss.detach()) * len(labels))
             loss_sum, images = loss_sum + window[-1], images + len(labels)
             if step % args.log_every == 0 or step == len(loader):
                 n = args.batch_size * (len(window) - 1) + len(labels)

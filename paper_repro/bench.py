@@ -7,7 +7,6 @@ TrainPatch, set_precision_policy and engine.train_step, for our net and for torc
 The image-prep benchmark is `python data_prep/bench_prep.py`.
 """
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 from paper_repro import cli
-from paper_repro.atomic import atomic_write_json
+from paper_repro.atomic import print_json
 from paper_repro.augment import TrainPatch, batch_generator
 from paper_repro.data import ImageNetStore, load_stats
 from paper_repro.devices import parse_gpus, set_precision_policy
@@ -453,6 +452,17 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return text + " (default: %(default)s)"
 
 
+def _pipeline_flags(p, data_help, gpus_help):
+    """The flags the loader and eval stages share: the store, the device, the workers, the batch, the outputs."""
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--gpus", default="cpu", help=gpus_help)
+    p.add_argument("--workers", type=int, default=os.cpu_count(), help="decoding processes of each pipeline")
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch")
+    p.add_argument("--tmp", default=None, help="where the baseline's ImageFolder copy is written (default: the "
+                                               "system's temporary folder)")
+    p.add_argument("--json", help="also write the JSON here (default: print only)")
+
+
 def get_args_parser():
     """The bench command line: one sub-command per stage."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=_Formatter)
@@ -478,28 +488,17 @@ def get_args_parser():
 
     p = sub.add_parser("loader", formatter_class=_Formatter,
                        help="training input pipeline: ours vs ImageFolder + RandomCrop + flip")
-    p.add_argument("--data", required=True, help="STORE from data_prep/build_imagenet.py (its train split)")
-    p.add_argument("--gpus", default="cpu", help="where the batches go (augmentation runs there for ours)")
-    p.add_argument("--workers", type=int, default=os.cpu_count(), help="decoding processes of each pipeline")
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch")
+    _pipeline_flags(p, "STORE from data_prep/build_imagenet.py (its train split)",
+                    "where the batches go (augmentation runs there for ours)")
     p.add_argument("--seconds", type=float, default=20.0, help="timed seconds for each pipeline")
     p.add_argument("--warmup", type=int, default=3, help="batches before the clock starts")
-    p.add_argument("--tmp", default=None, help="where the baseline's ImageFolder copy is written (default: the "
-                                               "system's temporary folder)")
-    p.add_argument("--json", help="also write the JSON here (default: print only)")
     p.set_defaults(func=bench_loader)
 
     p = sub.add_parser("eval", formatter_class=_Formatter,
                        help="ten-view evaluation: ours vs ImageFolder + TenCrop, same net")
-    p.add_argument("--data", required=True, help="STORE (its val split is evaluated)")
-    p.add_argument("--gpus", default="cpu", help="device spec as for evaluate: cpu, 0, 0,1")
-    p.add_argument("--workers", type=int, default=os.cpu_count(), help="decoding processes of each pipeline")
-    p.add_argument("--batch-size", type=int, default=128, help="images per batch")
+    _pipeline_flags(p, "STORE (its val split is evaluated)", "device spec as for evaluate: cpu, 0, 0,1")
     p.add_argument("--width", type=float, default=1.0, help="width of the (untrained) net")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for both")
-    p.add_argument("--tmp", default=None, help="where the baseline's ImageFolder copy is written (default: the "
-                                               "system's temporary folder)")
-    p.add_argument("--json", help="also write the JSON here (default: print only)")
     p.set_defaults(func=bench_eval)
 
     p = sub.add_parser("lrn", formatter_class=_Formatter,
@@ -517,11 +516,7 @@ def get_args_parser():
 
 def main(args):
     """Run the chosen stage, print its JSON, and write it to --json if given."""
-    result = args.func(args)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        atomic_write_json(args.json, result)
-    return result
+    return print_json(args.func(args), args.json)
 
 
 if __name__ == "__main__":

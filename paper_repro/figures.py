@@ -144,10 +144,10 @@ def plot_neighbours(neighbours, val, train, path, names=None):
     _save(fig, path)
 
 
-def plot_step_losses(runs, chance, path, stall_step=None):
+def plot_step_losses(runs, chance, path, stall_step=None, xlabel="training step", ylim=None):
     """Training loss per read-back (RUN/steps.jsonl) of one or more runs, with ln(classes) and the stall check marked.
 
-    runs: {label: [{"step": s, "loss": l}, ...]}.
+    runs: {label: [{"step": x, "loss": l}, ...]} (x in the unit `xlabel` names).
     """
     fig = Figure(figsize=(9, 4.5))
     ax = fig.subplots()
@@ -155,10 +155,10 @@ def plot_step_losses(runs, chance, path, stall_step=None):
         ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1, label=label)
     ax.axhline(chance, color="black", ls=":", lw=1, label=f"ln(classes) = {chance:.3f} (uniform guessing)")
     if stall_step:
-        ax.axvline(stall_step, color="tab:red", ls="--", lw=1, label=f"stall check (step {stall_step})")
-    ax.set_xlabel("training step")
+        ax.axvline(stall_step, color="grey", ls="--", lw=1, label=f"stall check ({stall_step:g})")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("training loss (mean over the read-back window)")
-    ax.set_ylim(0, max(2 * chance, 1.0))
+    ax.set_ylim(*(ylim or (0, max(2 * chance, 1.0))))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)

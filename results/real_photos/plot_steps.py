@@ -1,6 +1,8 @@
-"""Figure of results/real_photos.md: the training loss per step of several runs (their RUN/steps.jsonl).
+"""Figure of results/real_photos.md: the training loss of several runs (RUN/steps.jsonl) against the images seen.
 
 python results/real_photos/plot_steps.py OUT.png CLASSES STALL_STEP LABEL=RUN [LABEL=RUN ...]
+Each run's steps are turned into images with its batch size (RUN/config.json); STALL_STEP is in
+steps of 128 images, train's default batch.
 """
 import json
 import math
@@ -18,9 +20,13 @@ def main(argv):
     runs = {}
     for item in argv[3:]:
         label, run = item.split("=", 1)
+        with open(os.path.join(run, "config.json")) as f:
+            batch = json.load(f)["batch_size"]
         with open(os.path.join(run, "steps.jsonl")) as f:
-            runs[label] = [json.loads(line) for line in f if line.endswith("\n")]
-    plot_step_losses(runs, math.log(classes), out, stall_step=stall)
+            rows = [json.loads(line) for line in f if line.endswith("\n")]
+        runs[label] = [{"step": r["step"] * batch, "loss": r["loss"]} for r in rows]
+    plot_step_losses(runs, math.log(classes), out, stall_step=stall * 128, xlabel="training images seen",
+                     ylim=(3.5, 7.0))
 
 
 if __name__ == "__main__":
