@@ -122,8 +122,8 @@ def _agree_on_run(args, rank):
         try:
             resolved, resume = resolve_run(args)
             answer = {"args": vars(resolved), "resume": resume}
-        except cli.UsageError as e:
-            answer = {"error": str(e)}
+        except Exception as e:  # every process must hear of it, or the others wait in the broadcast below
+            answer = {"error": str(e) if isinstance(e, cli.UsageError) else f"{args.out}: {type(e).__name__}: {e}"}
     answer = dist_utils.broadcast_object(answer)
     if "error" in answer:
         raise cli.UsageError(answer["error"])
@@ -144,7 +144,7 @@ def _restore(state, model, optimizer, args, rank, num_classes, train_images):
     if rank == 0:
         try:
             ckpt, path = load_run_checkpoint(args.out, warn=lambda text: tqdm.write(text, file=sys.stderr))
-        except ValueError as e:
+        except Exception as e:  # as in _agree_on_run: the others are waiting for rank 0's answer
             path = {"error": str(e)}
     path = dist_utils.broadcast_object(path)
     if isinstance(path, dict):
