@@ -68,10 +68,7 @@ def get_args_parser():
 
 def _check(args):
     """Refuse bad settings before any work is done."""
-    try:
-        parse_gpus(args.gpus)
-    except ValueError as e:
-        raise cli.UsageError(str(e)) from None
+    cli.checked(parse_gpus, args.gpus)
     for flag, value in (("--classes", args.classes), ("--train-per-class", args.train_per_class),
                         ("--val-per-class", args.val_per_class)):
         if value < 1 or (flag == "--classes" and value < 2):

@@ -96,10 +96,7 @@ class StopFlag:
 
 def main(args):
     """Train as `args` (from parse_args) says; return the last epoch's log record (None if nothing ran)."""
-    try:
-        devices = parse_gpus(args.gpus)
-    except ValueError as e:
-        raise cli.UsageError(str(e)) from None
+    devices = checked(parse_gpus, args.gpus)
     rank, world_size = dist_utils.init_from_env(devices)
     clean = False
     try:
@@ -115,20 +112,34 @@ def main(args):
         dist_utils.cleanup(synchronize=clean)
 
 
-def _agree_on_run(args, rank):
-    """Rank 0 reads the run folder and decides (new run or resume, from which file); the others follow."""
+def _decided_by_rank0(rank, decide, where):
+    """decide() run on rank 0 alone; its answer on every process, or its error as one UsageError on every process.
+
+    The others wait for rank 0 in the broadcast: an error that stayed on rank 0 would leave them waiting.
+    """
     answer = None
     if rank == 0:
         try:
-            resolved, resume = resolve_run(args)
-            answer = {"args": vars(resolved), "resume": resume}
-        except Exception as e:  # every process must hear of it, or the others wait in the broadcast below
-            answer = {"error": str(e) if isinstance(e, cli.UsageError) else f"{args.out}: {type(e).__name__}: {e}"}
+            answer = {"value": decide()}
+        except (cli.UsageError, CheckpointError) as e:  # already worded for the user
+            answer = {"error": str(e)}
+        except Exception as e:
+            answer = {"error": f"{where}: {type(e).__name__}: {e}"}
     answer = dist_utils.broadcast_object(answer)
     if "error" in answer:
         raise cli.UsageError(answer["error"])
+    return answer["value"]
+
+
+def _agree_on_run(args, rank):
+    """Rank 0 reads the run folder and decides (new run or resume, from which file); the others follow."""
+    def decide():
+        resolved, resume = resolve_run(args)
+        return vars(resolved), resume
+
+    values, resume = _decided_by_rank0(rank, decide, args.out)
     dist_utils.check_shared_folder(args.out)
-    return type(args)(**answer["args"]), answer["resume"]
+    return type(args)(**values), resume
 
 
 def _open_store(args):
@@ -140,17 +151,15 @@ def _open_store(args):
 
 def _restore(state, model, optimizer, args, rank, num_classes, train_images):
     """Load the newest loadable checkpoint of the run (rank 0 picks the file) into model, optimizer, state."""
-    ckpt, path = None, None
-    if rank == 0:
-        try:
-            ckpt, path = load_run_checkpoint(args.out, warn=lambda text: tqdm.write(text, file=sys.stderr))
-        except Exception as e:  # as in _agree_on_run: the others are waiting for rank 0's answer
-            path = {"error": str(e)}
-    path = dist_utils.broadcast_object(path)
-    if isinstance(path, dict):
-        raise cli.UsageError(path["error"])
-    if ckpt is None:
-        ckpt = load_checkpoint(path)  # the file rank 0 chose, even if a newer one appears meanwhile
+    loaded = {}
+
+    def decide():
+        loaded["ckpt"], path = load_run_checkpoint(args.out, warn=lambda text: tqdm.write(text, file=sys.stderr))
+        return path
+
+    path = _decided_by_rank0(rank, decide, args.out)
+    # The others load the file rank 0 chose, even if a newer one appears meanwhile.
+    ckpt = loaded["ckpt"] if rank == 0 else load_checkpoint(path)
     for key, have in (("num_classes", num_classes), ("train_images", train_images)):
         if ckpt["config"].get(key) != have:
             raise cli.UsageError(f"--data {args.data} has {key} {have}, the run was trained with "
