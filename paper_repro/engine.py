@@ -89,14 +89,14 @@ def train_step(model, optimizer, images, labels, augment, generator, *, device, 
 
 def train_one_epoch(model, optimizer, loader, augment, *, device, epoch, seed, totals, rank=0, bf16=False,
                     checkpoint_every=0, save=None, stop_requested=None, log_every=10, monitor=None,
-                    show_progress=True, steps_before=None):
+                    show_progress=True, steps_before=0):
     """Train over `loader` (from its start batch), updating `totals`; return totals.
 
     save(step) writes a checkpoint after `step` batches of this epoch: every `checkpoint_every`
     global steps, and before raising Stopped when stop_requested(step) says so. Losses are read
     back every `log_every` steps (and before any save): a NaN/Inf stops the run with a message;
     monitor(mean_loss_since_last_read, global_step) sees each read (the stall check). Global steps count
-    from `steps_before` (the steps of the epochs before; default epoch * len(loader)).
+    from `steps_before`, the training steps of the epochs before this one.
     """
     model.train()
     steps_per_epoch = len(loader)
@@ -111,7 +111,7 @@ def train_one_epoch(model, optimizer, loader, augment, *, device, epoch, seed, t
         faults.point("step")
         pending.append((loss_sum, wrong, len(labels)))
 
-        global_step = (epoch * steps_per_epoch if steps_before is None else steps_before) + step
+        global_step = steps_before + step
         # Not at the epoch's last step: the epoch-end checkpoint follows validation anyway.
         want_save = (save is not None and checkpoint_every > 0 and global_step % checkpoint_every == 0
                      and step < steps_per_epoch)
