@@ -29,7 +29,7 @@ def test_demo_runs_every_stage_and_links_its_figures(tmp_path):
 
 def test_demo_refuses_a_gpu_this_machine_lacks_before_doing_any_work(tmp_path):
     cmd = [sys.executable, "-m", "paper_repro.demo", "--gpus", "7", "--workdir", str(tmp_path / "work")]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, whatever the machine has
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}  # no GPU, whatever the machine has
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == ("paper_repro.demo: error: --gpus '7': this machine has no CUDA device; "
