@@ -3,7 +3,7 @@
 Each stage runs ours and the baseline in one process, on the same device, data and precision,
 and prints one JSON object (images_per_s of each, the figures behind them, the speed-up).
 `train` runs the training command's own code: its flags' defaults, build_model, PaperSGD,
-TrainPatch, set_precision_policy and engine.train_step, for our net and for torchvision's AlexNet.
+TrainPatch, set_precision_policy, keep_freed_memory and engine.train_step, for our net and for torchvision's AlexNet.
 The image-prep benchmark is `python data_prep/bench_prep.py`.
 """
 import argparse
@@ -28,6 +28,7 @@ from paper_repro.atomic import print_json
 from paper_repro.augment import TrainPatch, batch_generator
 from paper_repro.data import ImageNetStore, load_stats
 from paper_repro.devices import parse_gpus, set_precision_policy
+from paper_repro.host_memory import keep_freed_memory
 from paper_repro.engine import train_step
 from paper_repro.evaluate import evaluate
 from paper_repro.loader import BatchLoader, epoch_order
@@ -139,7 +140,7 @@ def synthetic_stats(seed=0):
 def training_setup(flags, num_classes, stats):
     """The training command's objects for its own command-line `flags`, built by the training code.
 
-    Returns (settings, devices, precision policy, model, optimizer, augmentation) as
+    Returns (settings, devices, precision and host-memory policy, model, optimizer, augmentation) as
     paper_repro.train makes them for one process: the flags' defaults are the paper's recipe.
     """
     # train's own resolution of defaults and checks; it wants a store and a run folder, which
@@ -147,6 +148,8 @@ def training_setup(flags, num_classes, stats):
     settings = train_parse_args([*flags, "--data", "unused-by-bench", "--out", "unused-by-bench"])
     devices = _devices(settings.gpus)
     precision = set_precision_policy(devices, tf32=settings.tf32)
+    # Process-wide: both nets of the benchmark run under the allocator policy the training command sets.
+    precision["host_memory"] = keep_freed_memory(devices, settings.keep_freed_memory)
     seed_everything(settings.seed)
     model, _ = build_model(settings, num_classes, devices)
     seed_dropout(settings.seed, 0, devices)
@@ -188,6 +191,7 @@ def bench_train(args):
     """engine.train_step of our net vs torchvision.models.alexnet: same batch, augmentation, optimizer and device."""
     flags = ["--gpus", args.gpus, "--batch-size", str(args.batch_size), "--width", str(args.width)]
     flags += ["--bf16"] * args.bf16 + ["--channels-last"] * args.channels_last + ["--no-tf32"] * (not args.tf32)
+    flags += ["--no-keep-freed-memory"] * (not args.keep_freed_memory)
     stats = synthetic_stats()
     settings, devices, precision, ours, opt, augment = training_setup(flags, NUM_CLASSES, stats)
     dev0 = torch.device(devices[0])
@@ -207,7 +211,12 @@ def bench_train(args):
               "training_flags": flags, "machine": machine_info(devices)}
     for net in nets.values():
         net.model.train()
-        net.steps(args.warmup, images, labels, augment, settings.seed, settings.bf16)
+    # Warm-up steps alternate the nets as the rounds do: the first steps after a switch fault in the
+    # heap's pages until both nets' tensors have found their places (measured on the CPU: ours
+    # faulted ~50,000 pages in its first step after torchvision's first steps, none after that).
+    for _ in range(args.warmup):
+        for net in nets.values():
+            net.steps(1, images, labels, augment, settings.seed, settings.bf16)
     # Rounds alternate the two nets, so a machine whose speed drifts slows both alike.
     seconds, cpu_seconds = {name: [] for name in nets}, {name: [] for name in nets}
     for _ in range(args.repeats):
@@ -266,7 +275,7 @@ def bench_lrn(args):
     base = torch.relu(torch.randn(shape, generator=g)) * 100  # ReLU outputs in the hundreds, as after conv1
     grad = torch.randn(shape, generator=g)
     result = {"stage": "lrn", "shape": list(shape), "groups": args.groups, "repeats": args.repeats,
-              "machine": machine_info(("cpu",)),
+              "machine": machine_info(("cpu",)), "host_memory": keep_freed_memory(("cpu",)),  # as a CPU training run
               "passes_means": "bytes every operator reads and writes / bytes of one fp32 tensor of this shape"}
     with _threads(args.threads):
         result["machine"]["threads"] = torch.get_num_threads()
@@ -477,12 +486,15 @@ def get_args_parser():
     p.add_argument("--batch-size", type=int, default=128, help="images per step (the paper's 128)")
     p.add_argument("--steps", type=int, default=10, help="timed steps of each net per round")
     p.add_argument("--repeats", type=int, default=3, help="rounds (each net's steps in turn); median and best reported")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps of each net before the first round")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps of each net, in alternation, before the first round")
     p.add_argument("--width", type=float, default=1.0, help="our net's width (torchvision's is always 1)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for both nets, as train --bf16")
     p.add_argument("--channels-last", action="store_true", help="channels_last for both nets, as train --channels-last")
     p.add_argument("--no-tf32", dest="tf32", action="store_false", help="as train --no-tf32: plain fp32 convolutions and matmuls on a GPU "
                                                                   "(default: TF32 on a GPU)")
+    p.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                   help="as train --no-keep-freed-memory: glibc's malloc returns freed memory to the OS "
+                        "(default: kept for reuse on the CPU, for both nets)")
     p.add_argument("--json", help="also write the JSON here (default: print only)")
     p.set_defaults(func=bench_train)
 

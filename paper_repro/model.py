@@ -172,14 +172,14 @@ def _make_layers(m, spec, parts, lrn, pool, input_size, dropout):
     m.pad1 = nn.ZeroPad2d((0, 3, 0, 3)) if input_size == 224 else nn.Identity()
     cin, cout, g = split("conv1")
     m.conv1 = nn.Conv2d(cin, cout, 11, stride=4, groups=g)                    # 55 x 55
-    m.lrn1 = LocalResponseNorm(convention=lrn, groups=lrn_groups) if lrn != "none" else nn.Identity()
+    m.relu_lrn1 = _relu_lrn(lrn, lrn_groups)
     m.pool1 = nn.MaxPool2d(*pool)                                             # 27 x 27
     for name, k in (("conv2", 5), ("conv3", 3), ("conv4", 3), ("conv5", 3)):
         cin, cout, g = split(name)
         conv = ColumnConv2d(cin, cout, k, padding=k // 2, groups=g, split_on_cpu=name == "conv2" and g > 1)
         setattr(m, name, conv)                                                # conv2 27; conv3-5 13
         if name == "conv2":
-            m.lrn2 = LocalResponseNorm(convention=lrn, groups=lrn_groups) if lrn != "none" else nn.Identity()
+            m.relu_lrn2 = _relu_lrn(lrn, lrn_groups)
             m.pool2 = nn.MaxPool2d(*pool)                                     # 13 x 13
     m.pool5 = nn.MaxPool2d(*pool)                                             # 6 x 6
     # Dropout on fc6's and fc7's outputs, as the paper describes it (torchvision puts the same
@@ -191,10 +191,17 @@ def _make_layers(m, spec, parts, lrn, pool, input_size, dropout):
     m.fc7 = nn.Linear(cin, cout)
 
 
+def _relu_lrn(lrn, groups):
+    """ReLU then LRN as one op (--lrn none: the ReLU alone)."""
+    # One op: the ReLU runs inside the LRN's passes over the map, and its gradient is a mask applied
+    # in the LRN's backward instead of one more map-sized tensor (bit-identical to ReLU, then LRN).
+    return LocalResponseNorm(convention=lrn, groups=groups, relu=True) if lrn != "none" else nn.ReLU(inplace=True)
+
+
 def _conv1_conv2(m, x):
     """A column's conv1..pool2 (its own maps only)."""
-    x = m.pool1(m.lrn1(F.relu(m.conv1(m.pad1(x)), inplace=True)))  # 55 -> 27
-    return m.pool2(m.lrn2(F.relu(m.conv2(x), inplace=True)))       # 27 -> 13
+    x = m.pool1(m.relu_lrn1(m.conv1(m.pad1(x))))  # 55 -> 27
+    return m.pool2(m.relu_lrn2(m.conv2(x)))       # 27 -> 13
 
 
 def _conv3_conv5(m, x):

@@ -18,7 +18,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 RUN_FILES = ("config.json", "log.jsonl", "steps.jsonl", CHECKPOINT, PREVIOUS)
 # Flags that may differ when a run is resumed; every other setting is the run's and must stay.
 CHANGEABLE_ON_RESUME = {"data", "epochs", "gpus", "workers", "checkpoint_every", "log_every", "stall_steps", "progress",
-                        "resume", "auto_resume", "config", "out", "bf16", "channels_last", "tf32", "decode"}
+                        "resume", "auto_resume", "config", "out", "bf16", "channels_last", "tf32", "decode",
+                        "keep_freed_memory"}
 
 EPILOG = """\
 Defaults are the paper's recipe (the authors' code where the two differ; paper_repro/recipe.py);
@@ -149,6 +150,9 @@ def get_args_parser(add_help=True):
                    help="NHWC memory format for activations and weights")
     g.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                    help="on a GPU, TF32 convolutions and matmuls with cuDNN autotuning; --no-tf32: IEEE fp32")
+    g.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="on the CPU, glibc's malloc reuses freed memory instead of returning it to the OS "
+                        "after every tensor (faster steps, resident size stays at its peak)")
     return p
 
 

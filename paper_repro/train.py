@@ -18,6 +18,7 @@ from paper_repro.checkpoint import (CHECKPOINT, CheckpointError, load_checkpoint
 from paper_repro.data import ImageNetStore, load_stats
 from paper_repro.devices import parse_gpus, set_precision_policy
 from paper_repro.engine import StallCheck, Stopped, evaluate_centre, train_one_epoch
+from paper_repro.host_memory import keep_freed_memory
 from paper_repro.loader import BatchLoader, default_workers, shard_order, split_order
 from paper_repro.model import AlexNet
 from paper_repro.optim import PaperSGD
@@ -188,6 +189,7 @@ def train(args, devices, rank, world_size, stop):
     train_store, val_store, stats = _open_store(args)
     num_classes = len(train_store.classes)
     precision = set_precision_policy(devices, tf32=args.tf32)
+    host_memory = keep_freed_memory(devices, args.keep_freed_memory)
 
     seed_everything(args.seed)  # the same init on every replica
     model, stds = build_model(args, num_classes, devices)
@@ -203,7 +205,8 @@ def train(args, devices, rank, world_size, stop):
     config = {k: v for k, v in vars(args).items() if k != "explicit"}
     config.update(model_config=model.config(), world_size=world_size, devices=list(devices), workers_used=workers,
                   num_classes=num_classes, train_images=len(train_store), val_images=len(val_store),
-                  init_std_per_layer=stds, precision=precision, torch_version=str(torch.__version__))
+                  init_std_per_layer=stds, precision=precision, host_memory=host_memory,
+                  torch_version=str(torch.__version__))
     log_path, ckpt_path = os.path.join(args.out, "log.jsonl"), os.path.join(args.out, CHECKPOINT)
     steps_path = os.path.join(args.out, "steps.jsonl")
     if main_process:

@@ -56,10 +56,14 @@ def test_train_stage_runs_the_training_code(monkeypatch, capsys):
     monkeypatch.setattr(bench, "build_model", build)
     monkeypatch.setattr(bench, "train_step", step)
     monkeypatch.setattr(bench, "set_precision_policy", policy)
+    # process-wide, so recorded rather than set in the test process (tests/test_host_memory.py runs it)
+    monkeypatch.setattr(bench, "keep_freed_memory", lambda devices, enabled: seen["policy"].append((devices, enabled))
+                        or {"keep_freed_memory": enabled})
     assert real_build is build_model and real_step is train_step
     args = bench.get_args_parser().parse_args(["train", "--gpus", "cpu,cpu", *TINY])
     result = bench.main(args)
-    assert seen["built"] == 1 and seen["policy"] == [(("cpu", "cpu"), True)]
+    assert seen["built"] == 1 and seen["policy"] == [(("cpu", "cpu"), True), (("cpu", "cpu"), True)]
+    assert result["precision_policy"]["host_memory"] == {"keep_freed_memory": True}
     settings = seen["settings"]  # train's own parser: every other setting is the paper's recipe
     assert (settings.width, settings.batch_size, settings.lrn, settings.init_std) == (0.125, 2, "code", 0.01)
     # each net: one timed step (1 round x 1 step, no warm-up) and the counted one

@@ -669,6 +669,53 @@ def test_lrn_gradient_equals_autograd_through_the_formula(groups, convention, al
     assert (x1.grad[on] - first).abs().max() > 0.01 * x1.grad.abs().max()
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lrn_cpu_chunks_give_the_one_pass_result_bit_for_bit(monkeypatch, layout, dtype):
+    # The CPU walks the batch in cache-sized chunks; the GPU does the batch in one pass. Same operators
+    # per element, so the same bits: one image per chunk here against one chunk for all seven.
+    x = (torch.relu(torch.randn(7, 12, 5, 6, generator=torch.Generator().manual_seed(4))) * 200).to(dtype)
+    g = torch.randn(7, 12, 5, 6, generator=torch.Generator().manual_seed(5)).to(dtype)
+    results = {}
+    for chunk_bytes in (10**9, 1):
+        monkeypatch.setattr(lrn_mod, "CPU_CHUNK_BYTES", chunk_bytes)
+        xi = x.contiguous(memory_format=layout).requires_grad_(True)
+        y = local_response_norm(xi, groups=2)
+        y.backward(g.contiguous(memory_format=layout))
+        results[chunk_bytes] = (y, xi.grad)
+        assert y.dtype == xi.grad.dtype == dtype and xi.grad.is_contiguous(memory_format=layout)
+    assert len(lrn_mod._chunks(x.float())) == 7  # the second run really took one image at a time
+    for want, got in zip(results[10**9], results[1]):
+        assert torch.equal(want, got)
+
+
+@pytest.mark.parametrize("chunk_bytes", [10**9, 1], ids=["one-pass", "chunked"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_lrn_with_its_relu_is_relu_then_lrn_bit_for_bit(monkeypatch, chunk_bytes, dtype):
+    # The model's conv1 and conv2 run ReLU + LRN as one op; the same bits, forward and backward, as
+    # torch's ReLU followed by the LRN: exact zeros (the ReLU's gradient passes nothing there) included.
+    monkeypatch.setattr(lrn_mod, "CPU_CHUNK_BYTES", chunk_bytes)
+    x = (torch.randn(5, 12, 4, 6, generator=torch.Generator().manual_seed(6)) * 200).to(dtype)
+    x[0, :3] = 0
+    x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(5, 12, 4, 6, generator=torch.Generator().manual_seed(7)).to(dtype)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    fused = lrn_mod.LocalResponseNorm(groups=2, relu=True)(x1)
+    fused.backward(g)
+    apart = local_response_norm(F.relu(x2), groups=2)
+    apart.backward(g)
+    assert torch.equal(fused, apart) and torch.equal(x1.grad, x2.grad)
+    assert (x1.grad[x <= 0] == 0).all() and (x1.grad[x > 0] != 0).any()
+
+
+def test_lrn_cpu_chunks_hold_about_cpu_chunk_bytes_each():
+    a = torch.empty(32, 48, 55, 55)  # conv1's output in one column at batch 32: 580,800 bytes an image
+    assert lrn_mod.CPU_CHUNK_BYTES == 2_621_440
+    assert lrn_mod._chunks(a) == [slice(i, i + 4) for i in range(0, 32, 4)]
+    assert lrn_mod._chunks(torch.empty(5, 512, 55, 55)) == [slice(i, i + 1) for i in range(5)]  # at least one image
+    assert lrn_mod._chunks(torch.empty(3, 48, 55, 55, device="meta")) == [slice(None)]  # elsewhere: one pass
+
+
 def test_lrn_double_backward_raises():
     x = (torch.randn(1, 6, 2, 2, dtype=torch.float64) * 60).requires_grad_(True)
     with pytest.raises(RuntimeError) as info:
@@ -724,7 +771,7 @@ def test_bf16_autocast_stays_close_to_fp32():
     net.load_state_dict(exercising_state(net))
     x = images(2)
     seen = []
-    net.columns[0].lrn1.register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype)))
+    net.columns[0].relu_lrn1.register_forward_hook(lambda m, i, o: seen.append((i[0].dtype, o.dtype)))
     with torch.no_grad():
         want = net(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -352,6 +352,13 @@ def test_boolean_speed_flags_can_be_turned_off_on_resume(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     save_checkpoint(run / CHECKPOINT, {"epoch": 1})
-    (run / "config.json").write_text(json.dumps({"bf16": True, "channels_last": True, "tf32": True}))
-    args, _ = resolve_run(parse_args(["--data", "S", "--out", str(run), "--resume", "--no-bf16", "--no-tf32"]))
+    (run / "config.json").write_text(json.dumps({"bf16": True, "channels_last": True, "tf32": True,
+                                                 "keep_freed_memory": True}))
+    args, _ = resolve_run(parse_args(["--data", "S", "--out", str(run), "--resume", "--no-bf16", "--no-tf32",
+                                      "--no-keep-freed-memory"]))
     assert args.bf16 is False and args.tf32 is False and args.channels_last is True
+    assert args.keep_freed_memory is False
+    # a run saved before the flag existed resumes with its default
+    (run / "config.json").write_text(json.dumps({"bf16": True}))
+    args, _ = resolve_run(parse_args(["--data", "S", "--out", str(run), "--resume"]))
+    assert args.keep_freed_memory is True

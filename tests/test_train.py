@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -98,6 +99,7 @@ def test_narrow_net_learns_with_only_width_changed(store_factory, tmp_path):
     config = json.load(open(os.path.join(run, "config.json")))
     assert config["data"] == store and config["model_config"]["width"] == 0.5 and config["lr"] == 0.0025
     assert config["init_std_per_layer"]["conv1.weight"] == 0.01 and config["model_config"]["bias_init"] == 1.0
+    assert config["host_memory"]["keep_freed_memory"] == (platform.libc_ver()[0] == "glibc")  # a CPU run
     ckpt = load_checkpoint(os.path.join(run, "checkpoint.pt"))  # weights_only=True
     assert ckpt["epoch"] == 4 and ckpt["step"] == 0 and ckpt["model_config"] == config["model_config"]
     assert set(ckpt["rng"][0]) == {"torch", "cuda", "numpy", "python"}
