@@ -28,9 +28,9 @@ from paper_repro.atomic import print_json
 from paper_repro.augment import TrainPatch, batch_generator
 from paper_repro.data import ImageNetStore, load_stats
 from paper_repro.devices import parse_gpus, set_precision_policy
-from paper_repro.host_memory import keep_freed_memory
 from paper_repro.engine import train_step
 from paper_repro.evaluate import evaluate
+from paper_repro.host_memory import keep_freed_memory
 from paper_repro.loader import BatchLoader, epoch_order
 from paper_repro.lrn import local_response_norm
 from paper_repro.model import AlexNet
@@ -274,8 +274,9 @@ def bench_lrn(args):
     g = torch.Generator().manual_seed(0)
     base = torch.relu(torch.randn(shape, generator=g)) * 100  # ReLU outputs in the hundreds, as after conv1
     grad = torch.randn(shape, generator=g)
+    host_memory = keep_freed_memory(("cpu",))  # process-wide, as in a CPU training run
     result = {"stage": "lrn", "shape": list(shape), "groups": args.groups, "repeats": args.repeats,
-              "machine": machine_info(("cpu",)), "host_memory": keep_freed_memory(("cpu",)),  # as a CPU training run
+              "machine": machine_info(("cpu",)), "host_memory": host_memory,
               "passes_means": "bytes every operator reads and writes / bytes of one fp32 tensor of this shape"}
     with _threads(args.threads):
         result["machine"]["threads"] = torch.get_num_threads()
