@@ -36,9 +36,9 @@ if __package__ in (None, ""):
 from data_prep.build_imagenet import init_worker, process_shard  # noqa: E402
 from data_prep.image_recipe import JPEG_QUALITY, JPEG_SUBSAMPLING  # noqa: E402
 from data_prep.shard_tasks import FileShard, SourceFile  # noqa: E402
-from paper_repro import cli  # noqa: E402
-from paper_repro.atomic import print_json  # noqa: E402
-from paper_repro.data import decode_image  # noqa: E402
+from paper_repro.core import cli  # noqa: E402
+from paper_repro.core.atomic import print_json  # noqa: E402
+from paper_repro.data.store import decode_image  # noqa: E402
 
 PROG = "python data_prep/bench_prep.py"
 

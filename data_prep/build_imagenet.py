@@ -28,14 +28,15 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_prep.ilsvrc_sources import DEMO_MARK  # noqa: E402
-from data_prep.image_recipe import (JPEG_QUALITY, JPEG_SUBSAMPLING, SIZE, SkipImage,  # noqa: E402
-                                    encode_jpeg, prepare_image)
+from data_prep.image_recipe import (JPEG_QUALITY, JPEG_SUBSAMPLING, SIZE, SkipImage, encode_jpeg,  # noqa: E402
+                                    prepare_image)
 from data_prep.shard_tasks import SourceError  # noqa: E402
 from data_prep.source_layouts import detect_format, plan  # noqa: E402
 from data_prep.store_stats import PixelSums  # noqa: E402
-from paper_repro import cli  # noqa: E402
-from paper_repro.atomic import atomic_write, atomic_write_bytes, atomic_write_json  # noqa: E402
-from paper_repro.data import MANIFEST, SPLITS, ImageNetStore, decode_image, read_manifest, shard_name  # noqa: E402
+from paper_repro.core import cli  # noqa: E402
+from paper_repro.core.atomic import atomic_write, atomic_write_bytes, atomic_write_json  # noqa: E402
+from paper_repro.data.store import (MANIFEST, SPLITS, ImageNetStore, decode_image, read_manifest,  # noqa: E402
+                                    shard_name)
 
 FORMAT = "paper_repro-imagenet-store-v1"
 PROG = "python data_prep/build_imagenet.py"

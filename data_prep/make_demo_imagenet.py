@@ -26,8 +26,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_prep.ilsvrc_sources import ARCHIVES, DEMO_MARK  # noqa: E402
-from paper_repro import cli  # noqa: E402
-from paper_repro.atomic import atomic_write, atomic_write_bytes  # noqa: E402
+from paper_repro.core import cli  # noqa: E402
+from paper_repro.core.atomic import atomic_write, atomic_write_bytes  # noqa: E402
 
 PROG = "python data_prep/make_demo_imagenet.py"
 

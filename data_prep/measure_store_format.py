@@ -23,9 +23,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_prep.image_recipe import SkipImage, prepare_pixels  # noqa: E402
-from paper_repro import cli  # noqa: E402
-from paper_repro.atomic import print_json  # noqa: E402
-from paper_repro.data import decode_image  # noqa: E402
+from paper_repro.core import cli  # noqa: E402
+from paper_repro.core.atomic import print_json  # noqa: E402
+from paper_repro.data.store import decode_image  # noqa: E402
 
 PROG = "python data_prep/measure_store_format.py"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from data_prep.image_recipe import SkipImage
-from paper_repro.cli import UsageError
+from paper_repro.core.cli import UsageError
 
 HELD_OUT_SHARD = 1000  # val/test images per shard (train: one shard per class)
 

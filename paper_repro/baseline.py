@@ -20,14 +20,14 @@ import torchvision
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from paper_repro import cli
-from paper_repro.atomic import atomic_write_json
-from paper_repro.checkpoint import CHECKPOINT, existing_checkpoints, load_run_checkpoint, save_checkpoint
-from paper_repro.cli import checked
-from paper_repro.data import ImageNetStore
+from paper_repro.core import cli
+from paper_repro.core.atomic import atomic_write_json
+from paper_repro.core.cli import checked
+from paper_repro.data.loader import BatchLoader, epoch_order
+from paper_repro.data.store import ImageNetStore
 from paper_repro.evaluate import evaluate
-from paper_repro.loader import BatchLoader, epoch_order
-from paper_repro.run_state import append_log, rng_state, set_rng_state, truncate_log
+from paper_repro.nets.checkpoint import CHECKPOINT, existing_checkpoints, load_run_checkpoint, save_checkpoint
+from paper_repro.training.run_state import append_log, rng_state, set_rng_state, truncate_log
 
 PROG = "paper_repro.baseline"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

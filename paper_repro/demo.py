@@ -14,9 +14,9 @@ import subprocess
 import sys
 import time
 
-from paper_repro import cli
-from paper_repro.atomic import atomic_write_json
-from paper_repro.devices import parse_gpus
+from paper_repro.core import cli
+from paper_repro.core.atomic import atomic_write_json
+from paper_repro.core.devices import parse_gpus
 
 PROG = "paper_repro.demo"
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,72 +1,32 @@
 """python -m paper_repro.train: the paper's training on two GPUs, one GPU, the CPU, or a torchrun cluster."""
-import math
 import os
 import signal
 import sys
-import warnings
 
 import torch
 from tqdm import tqdm
 
-from paper_repro import cli
-from paper_repro.cli import checked
-from paper_repro import distributed as dist_utils
-from paper_repro.atomic import atomic_write_json
-from paper_repro.augment import CentrePatch, TrainPatch
-from paper_repro.checkpoint import (CHECKPOINT, CheckpointError, load_checkpoint, load_run_checkpoint,
-                                   remove_stale_temps, save_checkpoint)
-from paper_repro.data import ImageNetStore, load_stats
-from paper_repro.devices import parse_gpus, set_precision_policy
-from paper_repro.engine import StallCheck, Stopped, evaluate_centre, train_one_epoch
-from paper_repro.host_memory import keep_freed_memory
-from paper_repro.loader import BatchLoader, default_workers, shard_order, split_order
-from paper_repro.model import AlexNet
-from paper_repro.optim import PaperSGD
-from paper_repro.run_state import RunState, append_log, rng_state, seed_dropout, seed_everything, truncate_log
-from paper_repro.schedule import DROP, STOP, PlateauSchedule, StepSchedule
-from paper_repro.settings import check_world, drop_epochs, get_args_parser, parse_args, resolve_run
+from paper_repro.core import cli
+from paper_repro.core.atomic import atomic_write_json
+from paper_repro.core.cli import checked
+from paper_repro.core.devices import parse_gpus, set_precision_policy
+from paper_repro.data.augment import CentrePatch, TrainPatch
+from paper_repro.data.loader import BatchLoader, default_workers, shard_order, split_order
+from paper_repro.data.store import ImageNetStore, load_stats
+from paper_repro.nets.checkpoint import (CHECKPOINT, CheckpointError, load_checkpoint, load_run_checkpoint,
+                                         remove_stale_temps, save_checkpoint)
+from paper_repro.training import distributed as dist_utils
+from paper_repro.training.build import build_model, make_schedule
+from paper_repro.training.engine import StallCheck, Stopped, evaluate_centre, train_one_epoch
+from paper_repro.training.host_memory import keep_freed_memory
+from paper_repro.training.optim import PaperSGD
+from paper_repro.training.run_state import RunState, append_log, rng_state, seed_dropout, seed_everything, truncate_log
+from paper_repro.training.schedule import DROP, STOP
+from paper_repro.training.settings import check_world, get_args_parser, parse_args, resolve_run
 
 PROG = "paper_repro.train"
 
-__all__ = ["get_args_parser", "parse_args", "main", "build_model", "make_schedule", "init_stds"]
-
-
-def make_schedule(args):
-    """The learning-rate schedule the flags ask for."""
-    if args.lr_schedule == "step":
-        return StepSchedule(args.lr, drop_epochs(args.lr_drop_epochs))
-    return PlateauSchedule(args.lr, patience=args.lr_patience, threshold=args.lr_threshold,
-                           max_drops=args.lr_max_drops)
-
-
-def init_stds(model, init_std, scaling):
-    """{weight key: std} for --init-std at this width: fan-in scaling keeps every layer's gain as at width 1."""
-    shapes = model.canonical_shapes()
-    with warnings.catch_warnings():  # a meta-device net, only for its shapes: its init is a no-op on purpose
-        warnings.simplefilter("ignore")
-        at_width_1 = AlexNet(num_classes=model.num_classes, devices=("meta",), variant=model.variant,
-                             pooling=model.pooling, input_size=model.input_size).canonical_shapes()
-    stds = {}
-    for key, shape in shapes.items():
-        if key.endswith(".weight"):
-            fan_in, fan_in_1 = math.prod(shape[1:]), math.prod(at_width_1[key][1:])
-            stds[key] = init_std * math.sqrt(fan_in_1 / fan_in) if scaling == "fan-in" else init_std
-    return stds
-
-
-def build_model(args, num_classes, devices):
-    """The net the flags describe, initialised as the paper (section 5), each layer's std as init_stds() says."""
-    model = AlexNet(num_classes=num_classes, devices=devices, width=args.width, input_size=args.input_size,
-                    lrn=args.lrn, pooling=args.pooling, variant=args.variant, bias_init=args.bias_init,
-                    dropout=args.dropout, init_std=args.init_std)
-    stds = init_stds(model, args.init_std, args.init_width_scaling)
-    if any(std != args.init_std for std in stds.values()):
-        # The same draws, rescaled per layer: the canonical state_dict names each layer's weight.
-        state = model.state_dict()
-        model.load_state_dict({k: v * (stds[k] / args.init_std) if k in stds else v for k, v in state.items()})
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model, stds
+__all__ = ["get_args_parser", "parse_args", "main"]
 
 
 class StopFlag:

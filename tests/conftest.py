@@ -10,7 +10,7 @@ if ROOT not in sys.path:
 
 from data_prep.build_imagenet import build  # noqa: E402
 from data_prep.make_demo_imagenet import make_demo_imagenet  # noqa: E402
-from paper_repro import augment  # noqa: E402
+from paper_repro.data import augment  # noqa: E402
 
 
 def make_store(tmp_path, num_classes=4, train_per_class=12, val_per_class=4, seed=0, layout="archives",

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from paper_repro.augment import (CentrePatch, TrainPatch, batch_generator, draws_to, one_thread, pack_draws,
-                                 unpack_draws)
-from paper_repro.views import TenViews
+from paper_repro.data.augment import (CentrePatch, TrainPatch, batch_generator, draws_to, one_thread, pack_draws,
+                                      unpack_draws)
+from paper_repro.data.views import TenViews
 
 
 def _random_orthogonal(seed):

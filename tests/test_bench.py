@@ -4,19 +4,24 @@ import argparse
 import pytest
 import torch
 
-import paper_repro.bench as bench
-from paper_repro.augment import TrainPatch
-from paper_repro.engine import train_step
-from paper_repro.model import AlexNet
-from paper_repro.optim import PaperSGD
-from paper_repro.train import build_model
+import paper_repro.bench.train_step as bench_train_mod
+from paper_repro.bench.command import PROG, get_args_parser, main
+from paper_repro.bench.lrn import bench_lrn
+from paper_repro.bench.op_count import OpCounter
+from paper_repro.bench.train_step import bench_train
+from paper_repro.core import cli
+from paper_repro.data.augment import TrainPatch
+from paper_repro.nets.alexnet import AlexNet
+from paper_repro.training.build import build_model
+from paper_repro.training.engine import train_step
+from paper_repro.training.optim import PaperSGD
 
 TINY = ["--batch-size", "2", "--width", "0.125", "--steps", "1", "--repeats", "1", "--warmup", "0"]
 
 
 def test_op_counter_counts_kernels_not_views():
     a, b = torch.ones(4, 4), torch.ones(4, 4)
-    with bench.OpCounter() as counter:
+    with OpCounter() as counter:
         c = a + b          # computes and allocates
         c.mul_(2)          # computes in place
         c.view(16).t       # views: no kernel
@@ -31,14 +36,14 @@ def test_op_counter_counts_kernels_not_views():
 
 def test_op_counter_sees_the_backward_pass():
     x = torch.ones(3, requires_grad=True)
-    with bench.OpCounter() as counter:
+    with OpCounter() as counter:
         (x * 2).sum().backward()
     assert counter.ops["aten.mul.Tensor"] >= 2  # the forward's multiply and the backward's
 
 
 def test_train_stage_runs_the_training_code(monkeypatch, capsys):
     seen = {"built": 0, "steps": [], "policy": []}
-    real_build, real_step, real_policy = bench.build_model, bench.train_step, bench.set_precision_policy
+    real_build, real_step, real_policy = bench_train_mod.build_model, bench_train_mod.train_step, bench_train_mod.set_precision_policy
 
     def build(settings, num_classes, devices):
         seen["built"] += 1
@@ -53,21 +58,21 @@ def test_train_stage_runs_the_training_code(monkeypatch, capsys):
         seen["policy"].append((tuple(devices), tf32))
         return real_policy(devices, tf32=tf32)
 
-    monkeypatch.setattr(bench, "build_model", build)
-    monkeypatch.setattr(bench, "train_step", step)
-    monkeypatch.setattr(bench, "set_precision_policy", policy)
+    monkeypatch.setattr(bench_train_mod, "build_model", build)
+    monkeypatch.setattr(bench_train_mod, "train_step", step)
+    monkeypatch.setattr(bench_train_mod, "set_precision_policy", policy)
     # process-wide, so recorded rather than set in the test process (tests/test_host_memory.py runs it)
-    monkeypatch.setattr(bench, "keep_freed_memory", lambda devices, enabled: seen["policy"].append((devices, enabled))
+    monkeypatch.setattr(bench_train_mod, "keep_freed_memory", lambda devices, enabled: seen["policy"].append((devices, enabled))
                         or {"keep_freed_memory": enabled})
     assert real_build is build_model and real_step is train_step
-    args = bench.get_args_parser().parse_args(["train", "--gpus", "cpu,cpu", *TINY])
-    result = bench.main(args)
+    args = get_args_parser().parse_args(["train", "--gpus", "cpu,cpu", *TINY])
+    result = main(args)
     assert seen["built"] == 1 and seen["policy"] == [(("cpu", "cpu"), True), (("cpu", "cpu"), True)]
     assert result["precision_policy"]["host_memory"] == {"keep_freed_memory": True}
     settings = seen["settings"]  # train's own parser: every other setting is the paper's recipe
     assert (settings.width, settings.batch_size, settings.lrn, settings.init_std) == (0.125, 2, "code", 0.01)
     # each net: one timed step (1 round x 1 step, no warm-up) and the counted one
-    assert sorted(s[0] for s in seen["steps"]) == ["paper_repro.model"] * 2 + ["torchvision.models.alexnet"] * 2
+    assert sorted(s[0] for s in seen["steps"]) == ["paper_repro.nets.alexnet"] * 2 + ["torchvision.models.alexnet"] * 2
     assert {s[1] for s in seen["steps"]} == {PaperSGD} and {s[2] for s in seen["steps"]} == {TrainPatch}
     assert {s[3] for s in seen["steps"]} == {torch.uint8}  # the augmentation runs inside the step
     assert all(s[4] == {"device": "cpu", "bf16": False} for s in seen["steps"])
@@ -88,17 +93,17 @@ def expected_link_bytes(n, width):
 
 
 def test_train_stage_reports_the_link_bytes_of_one_step():
-    args = bench.get_args_parser().parse_args(["train", "--gpus", "cpu,cpu", *TINY])
-    result = bench.bench_train(args)
+    args = get_args_parser().parse_args(["train", "--gpus", "cpu,cpu", *TINY])
+    result = bench_train(args)
     forward, backward = expected_link_bytes(2, 0.125)
     assert result["link_bytes_per_link"] == {"forward": forward, "backward": backward}
     assert result["link_bytes_per_step"] == sum(forward.values()) + sum(backward.values())
-    one = bench.bench_train(bench.get_args_parser().parse_args(["train", "--gpus", "cpu", *TINY]))
+    one = bench_train(get_args_parser().parse_args(["train", "--gpus", "cpu", *TINY]))
     assert one["link_bytes_per_step"] == 0  # one device: grouped convolutions, no link
 
 
 def test_every_flag_has_help_and_its_default():
-    parser = bench.get_args_parser()
+    parser = get_args_parser()
     assert parser.prog == "python -m paper_repro.bench"
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert sorted(subparsers.choices) == ["eval", "loader", "lrn", "train"]  # prep: python data_prep/bench_prep.py
@@ -116,8 +121,8 @@ def test_every_flag_has_help_and_its_default():
 
 
 def test_lrn_stage_reports_each_layout_and_dtype():
-    args = bench.get_args_parser().parse_args(["lrn", "--shape", "2,12,5,5", "--repeats", "1"])
-    result = bench.bench_lrn(args)
+    args = get_args_parser().parse_args(["lrn", "--shape", "2,12,5,5", "--repeats", "1"])
+    result = bench_lrn(args)
     for key in ("nchw_float32", "nchw_bfloat16", "channels_last_float32", "channels_last_bfloat16"):
         row = result[key]
         assert row["ops"] == sum(row["op_counts"].values()) > 0 and row["passes"] > 2 and row["seconds_min"] > 0
@@ -125,6 +130,6 @@ def test_lrn_stage_reports_each_layout_and_dtype():
 
 def test_bad_device_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
-        bench.cli.run(bench.PROG, bench.main, bench.get_args_parser().parse_args(["train", "--gpus", "x"]))
+        cli.run(PROG, main, get_args_parser().parse_args(["train", "--gpus", "x"]))
     assert info.value.code == 2
     assert capsys.readouterr().err.startswith("python -m paper_repro.bench: error: --gpus 'x'")

@@ -12,15 +12,15 @@ import time
 import zlib
 
 import numpy as np
+from conftest import ROOT
 from PIL import Image
 from scipy.io import loadmat
 
-from conftest import ROOT
 from data_prep import build_imagenet as B
 from data_prep import image_recipe
 from data_prep.bench_prep import bench_prep, find_images
 from data_prep.make_demo_imagenet import class_params, make_demo_imagenet
-from paper_repro.data import ImageNetStore, load_stats
+from paper_repro.data.store import ImageNetStore, load_stats
 
 SCRIPT = os.path.join(ROOT, "data_prep", "build_imagenet.py")
 

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from paper_repro import checkpoint as C
+from paper_repro.nets import checkpoint as C
 
 
 def _ckpt(epoch, step=0):

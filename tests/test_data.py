@@ -1,4 +1,4 @@
-"""paper_repro/data.py: ImageNetStore, decode_image, load_stats and their errors."""
+"""paper_repro/data/store.py: ImageNetStore, decode_image, load_stats and their errors."""
 import io
 import json
 import os
@@ -11,9 +11,8 @@ from PIL import Image
 
 from data_prep.build_imagenet import build
 from data_prep.make_demo_imagenet import make_demo_imagenet
-
-from paper_repro.data import (ImageNetStore, dataset_identity, decode_image, is_generated, load_stats, read_manifest,
-                              store_classes)
+from paper_repro.data.store import (ImageNetStore, dataset_identity, decode_image, is_generated, load_stats,
+                                    read_manifest, store_classes)
 
 
 def test_store_items_labels_and_filenames(tiny_store):

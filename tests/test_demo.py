@@ -50,7 +50,7 @@ def test_ctrl_c_lets_the_stage_save_and_the_demo_says_how_to_continue(tmp_path):
         f"pathlib.Path({str(tmp_path / 'started')!r}).write_text('ok')\n"
         "time.sleep(60)\n")
     driver = tmp_path / "driver.py"
-    driver.write_text("import sys\nfrom paper_repro import cli, demo\n"
+    driver.write_text("import sys\nfrom paper_repro import demo\nfrom paper_repro.core import cli\n"
                       f"cli.run('paper_repro.demo', demo.run, 'train', [sys.executable, {str(stage)!r}])\n")
     proc = subprocess.Popen([sys.executable, str(driver)], cwd=ROOT, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)

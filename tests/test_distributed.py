@@ -12,12 +12,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from paper_repro import distributed
-from paper_repro.checkpoint import load_checkpoint
-from paper_repro.cli import UsageError
-from paper_repro.model import AlexNet
-from paper_repro.optim import PaperSGD
+from paper_repro.core.cli import UsageError
+from paper_repro.nets.alexnet import AlexNet
+from paper_repro.nets.checkpoint import load_checkpoint
 from paper_repro.train import main, parse_args
+from paper_repro.training import distributed
+from paper_repro.training.optim import PaperSGD
 
 BATCH = 8
 

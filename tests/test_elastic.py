@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from paper_repro import faults
-from paper_repro.checkpoint import load_checkpoint
+from paper_repro.core import faults
+from paper_repro.nets.checkpoint import load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 48 train images, a global batch of 16 over 2 workers: 3 steps an epoch, 6 in all; a checkpoint every

@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from paper_repro import evaluate as evaluate_module
-from paper_repro.checkpoint import load_model
-from paper_repro.cli import run as run_command
-from paper_repro.data import ImageNetStore, load_stats
-from paper_repro.evaluate import PROG, cli, evaluate, get_args_parser, main
-from paper_repro.model import AlexNet
-from paper_repro.views import VIEW_NAMES, TenViews
+from paper_repro.core.cli import run as run_command
+from paper_repro.data.store import ImageNetStore, load_stats
+from paper_repro.data.views import VIEW_NAMES, TenViews
+from paper_repro.evaluate import PROG, cli, get_args_parser, main
+from paper_repro.evaluation.scoring import evaluate
+from paper_repro.nets.alexnet import AlexNet
+from paper_repro.nets.checkpoint import load_model
 
 WIDTH = 1 / 16  # 6 conv1 kernels: fast on the CPU, still the paper's two-column wiring
 

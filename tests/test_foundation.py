@@ -4,10 +4,10 @@ import os
 import pytest
 import torch
 
-from paper_repro.atomic import atomic_write, atomic_write_json
-from paper_repro.checkpoint import load_checkpoint, save_checkpoint
-from paper_repro.devices import parse_gpus, set_precision_policy
-from paper_repro.metrics import topk_errors, topk_predictions
+from paper_repro.core.atomic import atomic_write, atomic_write_json
+from paper_repro.core.devices import parse_gpus, set_precision_policy
+from paper_repro.core.metrics import topk_errors, topk_predictions
+from paper_repro.nets.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from paper_repro.host_memory import M_MMAP_MAX, M_TRIM_THRESHOLD, NEVER_TRIM, keep_freed_memory
+from paper_repro.training.host_memory import M_MMAP_MAX, M_TRIM_THRESHOLD, NEVER_TRIM, keep_freed_memory
 
 
 class Recorder:
@@ -44,8 +44,8 @@ def test_a_refused_mallopt_is_reported_not_claimed():
 # always maps afresh: page faults and resident-size growth over the last three of eight steps.
 _STEPS = textwrap.dedent("""
     import resource, sys, torch
-    from paper_repro.host_memory import keep_freed_memory
-    from paper_repro.lrn import local_response_norm
+    from paper_repro.training.host_memory import keep_freed_memory
+    from paper_repro.nets.lrn import local_response_norm
     if sys.argv[1] == "keep":
         assert keep_freed_memory(("cpu",))["keep_freed_memory"]
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""paper_repro/loader.py and decode.py: /dev/shm sizing, --decode gpu's CPU twin, the side-stream prefetch,
+"""paper_repro/data/loader.py and decode.py: /dev/shm sizing, --decode gpu's CPU twin, the side-stream prefetch,
 default_workers, and a damaged store named in one line."""
 import contextlib
 import mmap
@@ -14,11 +14,11 @@ import torch
 
 from data_prep.build_imagenet import build
 from data_prep.make_demo_imagenet import make_demo_imagenet
-from paper_repro.cli import RunFailed, UsageError
-from paper_repro.data import ImageNetStore, shard_name
-from paper_repro.decode import decode_batch
-from paper_repro.loader import (MB, BatchLoader, ahead, default_workers, image_batches, plan_shared_memory,
-                                shm_footprint)
+from paper_repro.core.cli import RunFailed, UsageError
+from paper_repro.data.decode import decode_batch
+from paper_repro.data.loader import (MB, BatchLoader, ahead, default_workers, image_batches, plan_shared_memory,
+                                     shm_footprint)
+from paper_repro.data.store import ImageNetStore, shard_name
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

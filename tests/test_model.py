@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import paper_repro.lrn as lrn_mod
-import paper_repro.model as model_mod
-from paper_repro.lrn import local_response_norm
-from paper_repro.model import LAYERS, LINKS, AlexNet
-from paper_repro.recipe import PAPER
+import paper_repro.nets.alexnet as model_mod
+import paper_repro.nets.lrn as lrn_mod
+from paper_repro.core.recipe import PAPER
+from paper_repro.nets.alexnet import LAYERS, LINKS, AlexNet
+from paper_repro.nets.lrn import local_response_norm
 
 ONE, TWO = ("cpu",), ("cpu", "cpu")
 CANONICAL_WIDTH1 = {

@@ -1,10 +1,10 @@
 """AlexNet on CUDA (issue 2): same function as on the CPU in every layout; bf16 autocast stays close to fp32."""
 import pytest
 import torch
-
-import paper_repro.model as model_mod
-from paper_repro.model import AlexNet
 from test_model import SMALL, canonical_grads, exercising_state, images, link_bytes, reference
+
+import paper_repro.nets.alexnet as model_mod
+from paper_repro.nets.alexnet import AlexNet
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")

@@ -3,7 +3,7 @@ import io
 
 import torch
 
-from paper_repro.optim import PaperSGD
+from paper_repro.training.optim import PaperSGD
 
 LRS = [0.1, 0.1, 0.1, 0.01, 0.01, 0.001]  # two drops
 

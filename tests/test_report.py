@@ -11,16 +11,17 @@ import numpy as np
 import pytest
 import torch
 
+from paper_repro.core.cli import UsageError
+from paper_repro.core.cli import run as run_command
+from paper_repro.core.recipe import PAPER, PAPER_CLASSES, RECIPE
+from paper_repro.data.store import ImageNetStore, dataset_identity
 from paper_repro.evaluate import get_args_parser as eval_parser
 from paper_repro.evaluate import main as eval_main
-from paper_repro.cli import UsageError
-from paper_repro.cli import run as run_command
-from paper_repro.colour import colour_specificity, compare_columns, kernel_colour_specificity, random_range
-from paper_repro.data import ImageNetStore, dataset_identity
-from paper_repro.model import AlexNet
-from paper_repro.recipe import PAPER, PAPER_CLASSES, RECIPE
-from paper_repro.report import (PROG, chance_errors, cli, columns_sentence, config_section, get_args_parser, main,
-                                results_section, results_table)
+from paper_repro.evaluation.colour import colour_specificity, compare_columns, kernel_colour_specificity, random_range
+from paper_repro.evaluation.run_report import (chance_errors, columns_sentence, config_section, results_section,
+                                               results_table)
+from paper_repro.nets.alexnet import AlexNet
+from paper_repro.report import PROG, cli, get_args_parser, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH = 1 / 16

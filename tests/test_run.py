@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from paper_repro import recipe
-from paper_repro.checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
-from paper_repro.cli import UsageError
-from paper_repro.engine import StallCheck
-from paper_repro.model import AlexNet
-from paper_repro.run_state import rng_state, seed_dropout, set_rng_state
-from paper_repro.settings import parse_args, resolve_run
-from paper_repro.train import build_model, init_stds, main, run_cli
+from paper_repro.core import recipe
+from paper_repro.core.cli import UsageError
+from paper_repro.nets.alexnet import AlexNet
+from paper_repro.nets.checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
+from paper_repro.train import main, run_cli
+from paper_repro.training.build import build_model, init_stds
+from paper_repro.training.engine import StallCheck
+from paper_repro.training.run_state import rng_state, seed_dropout, set_rng_state
+from paper_repro.training.settings import parse_args, resolve_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--gpus", "cpu,cpu", "--width", "0.125", "--workers", "0", "--no-progress"]

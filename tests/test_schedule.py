@@ -1,7 +1,7 @@
 """The paper's learning-rate schedule: divide by 10 on a plateau, three times, then stop."""
 import pytest
 
-from paper_repro.schedule import DROP, STOP, PlateauSchedule, StepSchedule
+from paper_repro.training.schedule import DROP, STOP, PlateauSchedule, StepSchedule
 
 
 def test_threshold_and_patience():

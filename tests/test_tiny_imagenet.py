@@ -9,7 +9,7 @@ from PIL import Image
 
 from data_prep import build_imagenet as B
 from data_prep import image_recipe
-from paper_repro.data import ImageNetStore, load_stats
+from paper_repro.data.store import ImageNetStore, load_stats
 
 WNIDS = ["n03000000", "n01000000", "n02000000"]  # wnids.txt order is not the label order
 WORDS = {"n01000000": "goldfish, Carassius auratus", "n02000000": "tabby, tabby cat",

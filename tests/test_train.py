@@ -13,15 +13,15 @@ import pytest
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from paper_repro.checkpoint import load_checkpoint
-from paper_repro.data import ImageNetStore
-from paper_repro.engine import stall_message
-from paper_repro.loader import BatchLoader, epoch_order, shard_order
-from paper_repro.model import AlexNet
-from paper_repro.optim import PaperSGD
-from paper_repro.run_state import load_optimizer_state, optimizer_state
-from paper_repro.settings import CONFIG_DIR, get_args_parser, parse_args
+from paper_repro.data.loader import BatchLoader, epoch_order, shard_order
+from paper_repro.data.store import ImageNetStore
+from paper_repro.nets.alexnet import AlexNet
+from paper_repro.nets.checkpoint import load_checkpoint
 from paper_repro.train import main, run_cli
+from paper_repro.training.engine import stall_message
+from paper_repro.training.optim import PaperSGD
+from paper_repro.training.run_state import load_optimizer_state, optimizer_state
+from paper_repro.training.settings import CONFIG_DIR, get_args_parser, parse_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--gpus", "cpu,cpu", "--width", "0.125", "--workers", "0", "--no-progress"]

@@ -5,9 +5,9 @@ import sys
 
 import torch
 
-from paper_repro import faults
-from paper_repro.atomic import atomic_write, stale_temps
-from paper_repro.model import AlexNet
+from paper_repro.core import faults
+from paper_repro.core.atomic import atomic_write, stale_temps
+from paper_repro.nets.alexnet import AlexNet
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the checkpoint before the last one: kept until the new one is verified

@@ -9,8 +9,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from paper_repro.atomic import atomic_write
-from paper_repro.colour import colour_specificity
+from paper_repro.core.atomic import atomic_write
+from paper_repro.evaluation.colour import colour_specificity
 
 WORD_CHARS = 18  # a class name longer than this is cut in the small titles of Figure 4
 

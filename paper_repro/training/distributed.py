@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from paper_repro.cli import UsageError
+from paper_repro.core.cli import UsageError
 
 # Joining the group and every collective give up after this (torch's default: 30 min on gloo, 10 on nccl): a
 # peer that stopped answering ends the run in minutes, and torchrun restarts the group. It must

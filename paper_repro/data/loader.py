@@ -8,9 +8,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torch.utils.data.distributed import DistributedSampler
 
-from .cli import RunFailed, UsageError
-from .data import decode_image, read_manifest, shard_name
-from .decode import IMAGE_SHAPE, decode_batch, reason
+from paper_repro.core.cli import RunFailed, UsageError
+from paper_repro.data.decode import IMAGE_SHAPE, decode_batch, reason
+from paper_repro.data.store import decode_image, read_manifest, shard_name
 
 SHM = "/dev/shm"
 SHM_SHARE = 0.5  # of /dev/shm's free space a loader plans for: NCCL's intra-node transport uses it too

@@ -1,6 +1,6 @@
 """A training run's settings: flags < --config file < RUN/config.json (resume) < flags given, checked once.
 
-get_args_parser() defines the flags (defaults: paper_repro.recipe.PAPER); parse_args() resolves the
+get_args_parser() defines the flags (defaults: paper_repro.core.recipe.PAPER); parse_args() resolves the
 flags and the config file; resolve_run() reads the run folder (on rank 0 only under torchrun: the
 others follow its answer) and decides whether this is a new run or a resumed one.
 """
@@ -9,12 +9,12 @@ import json
 import math
 import os
 
-from paper_repro.checkpoint import CHECKPOINT, PREVIOUS, existing_checkpoints
-from paper_repro.cli import UsageError
-from paper_repro.devices import HELP as GPUS_HELP
-from paper_repro.recipe import PAPER
+from paper_repro.core.cli import UsageError
+from paper_repro.core.devices import HELP as GPUS_HELP
+from paper_repro.core.recipe import PAPER
+from paper_repro.nets.checkpoint import CHECKPOINT, PREVIOUS, existing_checkpoints
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 RUN_FILES = ("config.json", "log.jsonl", "steps.jsonl", CHECKPOINT, PREVIOUS)
 # Flags that may differ when a run is resumed; every other setting is the run's and must stay.
 CHANGEABLE_ON_RESUME = {"data", "epochs", "gpus", "workers", "checkpoint_every", "log_every", "stall_steps", "progress",
@@ -22,7 +22,7 @@ CHANGEABLE_ON_RESUME = {"data", "epochs", "gpus", "workers", "checkpoint_every",
                         "keep_freed_memory"}
 
 EPILOG = """\
-Defaults are the paper's recipe (the authors' code where the two differ; paper_repro/recipe.py);
+Defaults are the paper's recipe (the authors' code where the two differ; paper_repro/core/recipe.py);
 every deviation is a flag, and the report lists the ones a run used.
 
 Many GPUs / machines (torchrun): each process drives its own pair of GPUs (--gpus 0,1 in process
@@ -63,7 +63,7 @@ def _nonnegative_int(text):
 
 
 def get_args_parser(add_help=True):
-    """The command-line flags (defaults = the paper's recipe, paper_repro/recipe.py)."""
+    """The command-line flags (defaults = the paper's recipe, paper_repro/core/recipe.py)."""
     p = argparse.ArgumentParser(prog="python -m paper_repro.train", description=__doc__.splitlines()[0],
                                 add_help=add_help, epilog=EPILOG, formatter_class=_Formatter)
     g = p.add_argument_group("run")

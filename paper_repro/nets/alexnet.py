@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paper_repro.lrn import LocalResponseNorm
-from paper_repro.recipe import PAPER
+from paper_repro.core.recipe import PAPER
+from paper_repro.nets.lrn import LocalResponseNorm
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 LINKS = ("input", "conv3", "fc6", "fc7", "fc8")  # every place activations cross between devices

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from paper_repro import faults
-from paper_repro.augment import batch_generator
-from paper_repro.cli import RunFailed
-from paper_repro.distributed import all_reduce_sum, first_error
-from paper_repro.metrics import topk_predictions
+from paper_repro.core import faults
+from paper_repro.core.cli import RunFailed
+from paper_repro.core.metrics import topk_predictions
+from paper_repro.data.augment import batch_generator
+from paper_repro.training.distributed import all_reduce_sum, first_error
 
 
 class Diverged(RunFailed, FloatingPointError):

@@ -3,8 +3,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from paper_repro.loader import image_batches
-from paper_repro.views import TenViews
+from paper_repro.data.loader import image_batches
+from paper_repro.data.views import TenViews
 
 
 def fc7_features(model, store, indices, mean_image, batch_size=64, workers=0, progress=True):

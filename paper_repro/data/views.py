@@ -1,7 +1,7 @@
 """The paper's test-time views: four corner patches, the centre patch and their reflections."""
 import torch
 
-from paper_repro.augment import check_path, cut_patch, mean_in_layout, one_thread, resolve_path
+from paper_repro.data.augment import check_path, cut_patch, mean_in_layout, one_thread, resolve_path
 
 # Order of the views in the output (per image). The centre comes first so that `--views 1` is the
 # first of the ten; the reflections follow in the same order.

@@ -12,8 +12,8 @@ import random
 import numpy as np
 import torch
 
-from paper_repro.atomic import atomic_write
-from paper_repro.engine import EpochTotals
+from paper_repro.core.atomic import atomic_write
+from paper_repro.training.engine import EpochTotals
 
 FORMAT = 2  # 2: every process's totals, and the global step count
 

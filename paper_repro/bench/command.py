@@ -1,0 +1,102 @@
+"""The bench command line: one sub-command per stage, each printing one JSON object."""
+import argparse
+import os
+
+from paper_repro.bench.evaluation import bench_eval
+from paper_repro.bench.loader import bench_loader
+from paper_repro.bench.lrn import bench_lrn
+from paper_repro.bench.train_step import bench_train
+from paper_repro.core.atomic import print_json
+
+PROG = "python -m paper_repro.bench"
+DESCRIPTION = """python -m paper_repro.bench {train,loader,eval,lrn}: our speed beside the baseline a user would run.
+
+Each stage runs ours and the baseline in one process, on the same device, data and precision,
+and prints one JSON object (images_per_s of each, the figures behind them, the speed-up).
+`train` runs the training command's own code: its flags' defaults, build_model, PaperSGD,
+TrainPatch, set_precision_policy, keep_freed_memory and engine.train_step, for our net and for torchvision's AlexNet.
+The image-prep benchmark is `python data_prep/bench_prep.py`.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written, and every flag's default after its help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default:" in text or action.default in (None, argparse.SUPPRESS):
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return text + " (default: off)"
+        return text + " (default: %(default)s)"
+
+
+def _pipeline_flags(p, data_help, gpus_help):
+    """The flags the loader and eval stages share: the store, the device, the workers, the batch, the outputs."""
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--gpus", default="cpu", help=gpus_help)
+    p.add_argument("--workers", type=int, default=os.cpu_count(), help="decoding processes of each pipeline")
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch")
+    p.add_argument("--tmp", default=None, help="where the baseline's ImageFolder copy is written (default: the "
+                                               "system's temporary folder)")
+    p.add_argument("--json", help="also write the JSON here (default: print only)")
+
+
+def get_args_parser():
+    """The bench command line: one sub-command per stage."""
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="{train,loader,eval,lrn}")
+
+    p = sub.add_parser("train", formatter_class=_Formatter, help="a training step (augment, forward, loss, backward, "
+                       "PaperSGD) by the training code: ours vs torchvision.models.alexnet",
+                       description="engine.train_step of our net (built by paper_repro.train with these flags,\n"
+                                   "the rest the paper's recipe) and of torchvision's AlexNet, in alternating\n"
+                                   "rounds on one fixed uint8 batch with fresh augmentation draws every step.")
+    p.add_argument("--gpus", default="cpu", help="device spec as for train: cpu, cpu,cpu, 0, 0,0, 0,1")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (the paper's 128)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps of each net per round")
+    p.add_argument("--repeats", type=int, default=3, help="rounds (each net's steps in turn); median and best reported")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps of each net, in alternation, before the first round")
+    p.add_argument("--width", type=float, default=1.0, help="our net's width (torchvision's is always 1)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for both nets, as train --bf16")
+    p.add_argument("--channels-last", action="store_true", help="channels_last for both nets, as train --channels-last")
+    p.add_argument("--no-tf32", dest="tf32", action="store_false", help="as train --no-tf32: plain fp32 convolutions and matmuls on a GPU "
+                                                                  "(default: TF32 on a GPU)")
+    p.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                   help="as train --no-keep-freed-memory: glibc's malloc returns freed memory to the OS "
+                        "(default: kept for reuse on the CPU, for both nets)")
+    p.add_argument("--json", help="also write the JSON here (default: print only)")
+    p.set_defaults(func=bench_train)
+
+    p = sub.add_parser("loader", formatter_class=_Formatter,
+                       help="training input pipeline: ours vs ImageFolder + RandomCrop + flip")
+    _pipeline_flags(p, "STORE from data_prep/build_imagenet.py (its train split)",
+                    "where the batches go (augmentation runs there for ours)")
+    p.add_argument("--seconds", type=float, default=20.0, help="timed seconds for each pipeline")
+    p.add_argument("--warmup", type=int, default=3, help="batches before the clock starts")
+    p.set_defaults(func=bench_loader)
+
+    p = sub.add_parser("eval", formatter_class=_Formatter,
+                       help="ten-view evaluation: ours vs ImageFolder + TenCrop, same net")
+    _pipeline_flags(p, "STORE (its val split is evaluated)", "device spec as for evaluate: cpu, 0, 0,1")
+    p.add_argument("--width", type=float, default=1.0, help="width of the (untrained) net")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for both")
+    p.set_defaults(func=bench_eval)
+
+    p = sub.add_parser("lrn", formatter_class=_Formatter,
+                       help="the LRN's forward + backward on one tensor: time, operators, passes over memory",
+                       description="paper_repro.nets.lrn.local_response_norm forward + backward on a ReLU-like\n"
+                                   "tensor, NCHW and channels_last, fp32 and bf16.")
+    p.add_argument("--shape", default="32,96,55,55", help="N,C,H,W (default: conv1's output at batch 32)")
+    p.add_argument("--groups", type=int, default=2, help="channel groups (2: the one-device layout's two columns)")
+    p.add_argument("--repeats", type=int, default=7, help="timed calls of each variant; min and median reported")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads")
+    p.add_argument("--json", help="also write the JSON here (default: print only)")
+    p.set_defaults(func=bench_lrn)
+    return parser
+
+
+def main(args):
+    """Run the chosen stage, print its JSON, and write it to --json if given."""
+    return print_json(args.func(args), args.json)
+

@@ -1,0 +1,114 @@
+"""What every benchmark shares: where it ran, CUDA timing, FLOP counts, and the baselines' image folders."""
+import os
+import platform
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from paper_repro.core import cli
+from paper_repro.core.devices import parse_gpus
+
+NUM_CLASSES = 1000
+
+# Dense (no sparsity) tensor-core peaks from NVIDIA's data sheets, TFLOP/s; used only to report
+# the fraction of peak a run reaches. A GPU not listed reports no fraction rather than a guess.
+PEAK_TFLOPS = {
+    "H100 80GB HBM3": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9},  # H100 SXM5
+    "H100 PCIe": {"bf16": 756.0, "tf32": 378.0, "fp32": 51.2},
+    "H200": {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9},
+    "A100-SXM4-80GB": {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5},
+    "A100-SXM4-40GB": {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5},
+}
+
+
+def machine_info(devices):
+    """Describe where a benchmark ran: CPU count, torch version, GPU name."""
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(), "platform": platform.platform(), "devices": list(devices)}
+    if any(str(d).startswith("cuda") for d in devices):
+        info["gpu"] = torch.cuda.get_device_name(torch.device(devices[0]))
+    return info
+
+
+def peak_tflops(device, precision):
+    """Return the data-sheet dense peak of `device` for `precision`, or None if unknown."""
+    if not str(device).startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(torch.device(device))
+    for key, peaks in PEAK_TFLOPS.items():
+        if key in name:
+            return peaks[precision]
+    return None
+
+
+def synchronize(devices):
+    """Wait for every CUDA device in `devices` (timing must include queued kernels)."""
+    for d in set(devices):
+        if str(d).startswith("cuda"):
+            torch.cuda.synchronize(torch.device(d))
+
+
+def forward_flops(model, x):
+    """Count the FLOPs of one forward pass of `model` on `x` (aten-level: convs and matmuls)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops()
+
+
+def synthetic_stats(seed=0):
+    """A mean image and colour PCA of the shape load_stats gives (random numbers; speed does not depend on them)."""
+    g = torch.Generator().manual_seed(seed)
+    eigvec, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))
+    return {"mean_image": (torch.rand(256, 256, 3, generator=g) * 255).numpy(),
+            "pca_eigval": np.array([4000.0, 250.0, 30.0]), "pca_eigvec": eigvec.numpy()}
+
+
+def devices_or_usage_error(spec):
+    """parse_gpus, its ValueError as a usage error (exit status 2)."""
+    try:
+        return parse_gpus(spec)
+    except ValueError as e:
+        raise cli.UsageError(str(e)) from None
+
+
+class threads:
+    """torch.set_num_threads(n) inside the block, the old count restored after."""
+
+    def __init__(self, n):
+        self.n, self.old = n, torch.get_num_threads()
+
+    def __enter__(self):
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
+def export_image_folder(store, folder):
+    """Write the store's JPEGs as folder/<wnid>/<name>: the ImageFolder tree the baselines read."""
+    for i in range(len(store)):
+        d = os.path.join(folder, store.classes[int(store.labels[i])])
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, os.path.basename(store.filenames[i])), "wb") as f:
+            f.write(store.read_encoded(i))
+    return folder
+
+
+def time_batches(batches, make_input, devices, seconds, warmup):
+    """Pull batches until `seconds` have passed after `warmup` batches; return (images, seconds)."""
+    it = iter(batches)
+    for _ in range(warmup):
+        make_input(next(it))
+    synchronize(devices)
+    images, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(batches)
+            batch = next(it)
+        images += make_input(batch).shape[0]
+    synchronize(devices)
+    return images, time.perf_counter() - start

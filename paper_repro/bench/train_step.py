@@ -1,0 +1,141 @@
+"""bench train: engine.train_step of our net against torchvision's AlexNet, same batch, optimiser and device."""
+import statistics
+import time
+
+import torch
+import torchvision
+
+from paper_repro.bench.common import (NUM_CLASSES, devices_or_usage_error, forward_flops, machine_info, peak_tflops,
+                                      synchronize, synthetic_stats)
+from paper_repro.bench.op_count import OpCounter
+from paper_repro.core.devices import set_precision_policy
+from paper_repro.data.augment import TrainPatch, batch_generator
+from paper_repro.training.build import build_model
+from paper_repro.training.engine import train_step
+from paper_repro.training.host_memory import keep_freed_memory
+from paper_repro.training.optim import PaperSGD
+from paper_repro.training.run_state import seed_dropout, seed_everything
+from paper_repro.training.settings import parse_args as train_parse_args
+
+
+def training_setup(flags, num_classes, stats):
+    """The training command's objects for its own command-line `flags`, built by the training code.
+
+    Returns (settings, devices, precision and host-memory policy, model, optimizer, augmentation) as
+    paper_repro.train makes them for one process: the flags' defaults are the paper's recipe.
+    """
+    # train's own resolution of defaults and checks; it wants a store and a run folder, which
+    # nothing here reads (the batch is synthetic, nothing is written).
+    settings = train_parse_args([*flags, "--data", "unused-by-bench", "--out", "unused-by-bench"])
+    devices = devices_or_usage_error(settings.gpus)
+    precision = set_precision_policy(devices, tf32=settings.tf32)
+    # Process-wide: both nets of the benchmark run under the allocator policy the training command sets.
+    precision["host_memory"] = keep_freed_memory(devices, settings.keep_freed_memory)
+    seed_everything(settings.seed)
+    model, _ = build_model(settings, num_classes, devices)
+    seed_dropout(settings.seed, 0, devices)
+    optimizer = PaperSGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                         weight_decay=settings.weight_decay)
+    augment = TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=settings.input_size,
+                         colour_noise=settings.colour_noise_scale if settings.colour_noise else None,
+                         noise_std=settings.colour_noise_std, channels_last=settings.channels_last)
+    return settings, devices, precision, model, optimizer, augment
+
+
+class _Trainee:
+    """One net in the training benchmark: its model, optimizer and step counter, stepped by engine.train_step."""
+
+    def __init__(self, model, optimizer, devices):
+        self.model, self.optimizer, self.devices, self.step_index = model, optimizer, devices, 0
+
+    def steps(self, n, images, labels, augment, seed, bf16):
+        """Run n training steps on the fixed batch (new augmentation draws each step); return (wall, CPU) seconds."""
+        synchronize(self.devices)
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(n):
+            train_step(self.model, self.optimizer, images, labels, augment,
+                       batch_generator(seed, 0, self.step_index), device=self.devices[0], bf16=bf16)
+            self.step_index += 1
+        synchronize(self.devices)
+        return time.perf_counter() - start, time.process_time() - cpu
+
+
+def bench_train(args):
+    """engine.train_step of our net vs torchvision.models.alexnet: same batch, augmentation, optimizer and device."""
+    flags = ["--gpus", args.gpus, "--batch-size", str(args.batch_size), "--width", str(args.width)]
+    flags += ["--bf16"] * args.bf16 + ["--channels-last"] * args.channels_last + ["--no-tf32"] * (not args.tf32)
+    flags += ["--no-keep-freed-memory"] * (not args.keep_freed_memory)
+    stats = synthetic_stats()
+    settings, devices, precision, ours, opt, augment = training_setup(flags, NUM_CLASSES, stats)
+    dev0 = torch.device(devices[0])
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    theirs = torchvision.models.alexnet(num_classes=NUM_CLASSES).to(dev0, memory_format=memory_format)
+    their_opt = PaperSGD(theirs.parameters(), lr=settings.lr, momentum=settings.momentum,
+                         weight_decay=settings.weight_decay)
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (args.batch_size, 256, 256, 3), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=g)
+    if dev0.type == "cuda":
+        images, labels = images.pin_memory(), labels.pin_memory()  # as BatchLoader's batches on a GPU run
+    nets = {"ours": _Trainee(ours, opt, devices), "torchvision_alexnet": _Trainee(theirs, their_opt, (devices[0],))}
+    result = {"stage": "train", "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
+              "precision": "bf16" if settings.bf16 else ("tf32" if precision["tf32"] else "fp32"),
+              "precision_policy": precision, "channels_last": settings.channels_last, "width": settings.width,
+              "training_flags": flags, "machine": machine_info(devices)}
+    for net in nets.values():
+        net.model.train()
+    # Warm-up steps alternate the nets as the rounds do: the first steps after a switch fault in the
+    # heap's pages until both nets' tensors have found their places (measured on the CPU: ours
+    # faulted ~50,000 pages in its first step after torchvision's first steps, none after that).
+    for _ in range(args.warmup):
+        for net in nets.values():
+            net.steps(1, images, labels, augment, settings.seed, settings.bf16)
+    # Rounds alternate the two nets, so a machine whose speed drifts slows both alike.
+    seconds, cpu_seconds = {name: [] for name in nets}, {name: [] for name in nets}
+    for _ in range(args.repeats):
+        for name, net in nets.items():
+            wall, cpu = net.steps(args.steps, images, labels, augment, settings.seed, settings.bf16)
+            seconds[name].append(wall)
+            cpu_seconds[name].append(cpu)
+    x = augment(images[:1].to(dev0), batch_generator(0, 0, 0))
+    for name, net in nets.items():
+        per_step = [s / args.steps for s in seconds[name]]
+        flops = forward_flops(net.model, x)
+        row = {"images_per_s": args.batch_size / statistics.median(per_step),
+               "images_per_s_best": args.batch_size / min(per_step),
+               "seconds_per_step": per_step, "cpu_seconds_per_step": [s / args.steps for s in cpu_seconds[name]],
+               "forward_gflop_per_image": flops / 1e9,
+               # backward costs about twice the forward (grads of inputs and of weights)
+               "train_tflop_per_s": 3 * flops * args.batch_size / statistics.median(per_step) / 1e12}
+        peak = peak_tflops(devices[0], result["precision"])
+        if peak:
+            row["fraction_of_peak"] = row["train_tflop_per_s"] / peak
+            row["peak_tflop_per_s_assumed"] = peak
+        row.update(step_counts(net, images, labels, augment, settings))
+        result[name] = row
+    result["speedup"] = result["ours"]["images_per_s"] / result["torchvision_alexnet"]["images_per_s"]
+    result["speedup_per_round"] = [b / a for a, b in zip(seconds["ours"], seconds["torchvision_alexnet"])]
+    # On a machine shared with other jobs, CPU time (all of this process's threads) is less disturbed than wall time.
+    result["speedup_cpu_time_per_round"] = [b / a for a, b in zip(cpu_seconds["ours"],
+                                                                  cpu_seconds["torchvision_alexnet"])]
+    result["speedup_cpu_time"] = statistics.median(result["speedup_cpu_time_per_round"])
+    result["link_bytes_per_step"] = result["ours"].pop("link_bytes_per_step")
+    result["link_bytes_per_link"] = result["ours"].pop("link_bytes_per_link")
+    result["ops_per_step"] = result["ours"]["ops_per_step"]
+    result["ops_counted_by"] = ("a TorchDispatchMode (paper_repro.bench.op_count.OpCounter) around one whole train_step: "
+                                "aten operators that compute or allocate, views excluded")
+    return result
+
+
+def step_counts(net, images, labels, augment, settings):
+    """ops_per_step (with the ten most frequent) of one more training step, and for our net the bytes its links carried."""
+    traffic = getattr(net.model, "traffic", None)
+    if traffic is not None:
+        traffic.reset()
+    with OpCounter() as counter:
+        net.steps(1, images, labels, augment, settings.seed, settings.bf16)
+    row = {"ops_per_step": counter.total(), "most_frequent_ops": dict(counter.ops.most_common(10))}
+    if traffic is not None:
+        row["link_bytes_per_step"] = traffic.total()
+        row["link_bytes_per_link"] = {"forward": dict(traffic.forward), "backward": dict(traffic.backward)}
+    return row

@@ -1,0 +1,89 @@
+"""The paper's test: softmax averaged over the ten views of each image, then over the nets."""
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from paper_repro.data.loader import image_batches
+from paper_repro.data.store import ImageNetStore
+from paper_repro.data.views import TenViews
+
+
+def open_store(root, split):
+    """Open STORE's split with a clear error when the split is missing or empty."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"--data {root}: no such directory; pass the STORE that data_prep/build_imagenet.py wrote")
+    try:
+        store = ImageNetStore(root, split)
+    except ValueError as e:
+        raise ValueError(f"cannot evaluate --split {split}: {e}") from e
+    if len(store) == 0:
+        raise ValueError(f"cannot evaluate --split {split}: split {split!r} of image store {root} is empty (0 images)")
+    return store
+
+
+def average_views(probs):
+    """Mean over dim 1 of N x V x C, adding the views one by one so equal inputs give equal outputs (exact ties)."""
+    # Tensor.mean's vectorised reduction rounds differently in different class columns, which would
+    # break exact ties between classes (and so the lower-index-first rule) by rounding noise.
+    total = probs[:, 0].clone()
+    for v in range(1, probs.shape[1]):
+        total += probs[:, v]
+    return total / probs.shape[1]
+
+
+def _view_buffer(buffers, size, count, device):
+    """A float32 count x 3 x size x size CPU tensor reused across batches (None on a GPU): a fresh
+    100+ MB allocation per batch would cost more in page faults than cutting the views does."""
+    if device.type != "cpu":
+        return None
+    need = count * 3 * size * size
+    if size not in buffers or buffers[size].numel() < need:
+        buffers[size] = torch.empty(need)
+    return buffers[size][:need].view(count, 3, size, size)
+
+
+def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf16=False, progress=True,
+             decode="cpu"):
+    """Return float32 probabilities N x C (CPU): softmax averaged over the views, then over the models.
+
+    The probabilities stay on the device until the last batch is done and come back in one copy:
+    the host never waits for the device inside the loop.
+    """
+    if not models:
+        raise ValueError("evaluate needs at least one model")
+    classes = {m.config()["num_classes"] for m in models}
+    if len(classes) != 1:
+        raise ValueError(f"the checkpoints disagree on the number of classes: {sorted(classes)}")
+    num_classes = classes.pop()
+    device = torch.device(models[0].devices[0])
+    cutters = {}
+    for m in models:
+        size = m.config().get("input_size", 224)
+        cutters.setdefault(size, TenViews(mean_image, size, views))
+    probs = torch.zeros(len(store), num_classes, dtype=torch.float32, device=device)
+    start, buffers = 0, {}
+    batches = image_batches(store, np.arange(len(store)), batch_size, workers, pin_memory=device.type == "cuda",
+                            decode=decode, device=device)
+    bar = tqdm(total=len(store), unit="img", desc=f"evaluate ({views} view{'s' if views > 1 else ''})",
+               disable=not progress, dynamic_ncols=True)
+    with torch.inference_mode():
+        for images, _ in batches:
+            images = images.to(device, non_blocking=True)
+            n = images.shape[0]
+            patches = {size: cut(images, out=_view_buffer(buffers, size, n * views, device))
+                       for size, cut in cutters.items()}  # cut once per patch size
+            total = torch.zeros(n, num_classes, dtype=torch.float32, device=device)
+            for m in models:
+                x = patches[m.config().get("input_size", 224)]
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    logits = m(x)
+                total += average_views(F.softmax(logits.float(), dim=1).view(n, views, num_classes))
+            probs[start:start + n] = total / len(models)
+            start += n
+            bar.update(n)
+    bar.close()
+    return probs.cpu()
