@@ -8,9 +8,15 @@ import torch
 
 from data_prep.image_recipe import SIZE
 
+SMALL_IMAGE = 64 * 64  # pixels; at most this many: summed in numpy (exact int64), else in torch (float64, exact)
+
 
 def image_sums(img):
     """Exact integer partial sums of one decoded uint8 image: pixel sum [3], sum of x x^T [3,3]."""
+    if img.shape[0] * img.shape[1] <= SMALL_IMAGE:
+        # a CIFAR image: numpy's int64 product takes microseconds, torch's threads cost milliseconds to wake
+        x = img.reshape(-1, 3).astype(np.int64)
+        return x.sum(0), x.T @ x
     # float64 is exact here (every partial sum is an integer < 2**53); torch's matmul is 3x numpy's
     x = torch.from_numpy(img).reshape(-1, 3).to(torch.float64)
     return x.sum(0).numpy().astype(np.int64), (x.T @ x).numpy().astype(np.int64)

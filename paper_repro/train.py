@@ -10,16 +10,14 @@ from paper_repro.core import cli
 from paper_repro.core.atomic import atomic_write_json
 from paper_repro.core.cli import checked
 from paper_repro.core.devices import parse_gpus, set_precision_policy
-from paper_repro.data.augment import CentrePatch, TrainPatch
 from paper_repro.data.loader import BatchLoader, default_workers, shard_order, split_order
 from paper_repro.data.store import ImageNetStore, load_stats
 from paper_repro.nets.checkpoint import (CHECKPOINT, CheckpointError, load_checkpoint, load_run_checkpoint,
                                          remove_stale_temps, save_checkpoint)
 from paper_repro.training import distributed as dist_utils
-from paper_repro.training.build import build_model, make_schedule
+from paper_repro.training.build import build_model, make_optimizer, make_schedule, make_transforms, set_lr
 from paper_repro.training.engine import StallCheck, Stopped, evaluate_centre, train_one_epoch
 from paper_repro.training.host_memory import keep_freed_memory
-from paper_repro.training.optim import PaperSGD
 from paper_repro.training.run_state import RunState, append_log, rng_state, seed_dropout, seed_everything, truncate_log
 from paper_repro.training.schedule import DROP, STOP
 from paper_repro.training.settings import check_world, get_args_parser, parse_args, resolve_run
@@ -105,7 +103,8 @@ def _agree_on_run(args, rank):
 
 def _open_store(args):
     try:
-        return ImageNetStore(args.data, "train"), ImageNetStore(args.data, "val"), load_stats(args.data)
+        return (ImageNetStore(args.data, "train"), ImageNetStore(args.data, getattr(args, "val_split", "val")),
+                load_stats(args.data))
     except (ValueError, OSError) as e:
         raise cli.UsageError(str(e)) from None
 
@@ -154,19 +153,19 @@ def train(args, devices, rank, world_size, stop):
     seed_everything(args.seed)  # the same init on every replica
     model, stds = build_model(args, num_classes, devices)
     seed_dropout(args.seed, rank, devices)  # each replica, and each GPU, its own dropout masks
-    optimizer = PaperSGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = make_optimizer(args, model)  # PaperSGD; per-layer groups for a CIFAR net's table (--layer-params)
     state = RunState(make_schedule(args), world_size)
     if resume:
         _restore(state, model, optimizer, args, rank, num_classes, len(train_store))
-    for group in optimizer.param_groups:
-        group["lr"] = state.schedule.lr
+    set_lr(optimizer, state.schedule.lr, args.lr)
 
     workers = default_workers() if args.workers is None else args.workers
     config = {k: v for k, v in vars(args).items() if k != "explicit"}
     config.update(model_config=model.config(), world_size=world_size, devices=list(devices), workers_used=workers,
                   num_classes=num_classes, train_images=len(train_store), val_images=len(val_store),
                   init_std_per_layer=stds, precision=precision, host_memory=host_memory,
-                  torch_version=str(torch.__version__))
+                  torch_version=str(torch.__version__),
+                  param_groups=[{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups])
     log_path, ckpt_path = os.path.join(args.out, "log.jsonl"), os.path.join(args.out, CHECKPOINT)
     steps_path = os.path.join(args.out, "steps.jsonl")
     if main_process:
@@ -187,10 +186,7 @@ def train(args, devices, rank, world_size, stop):
                                device=device)
     val_loader = BatchLoader(val_store, split_order(len(val_store), rank, world_size), batch, workers=workers,
                              pin_memory=on_gpu, decode=args.decode, device=device)
-    augment = TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=args.input_size,
-                         colour_noise=args.colour_noise_scale if args.colour_noise else None,
-                         noise_std=args.colour_noise_std, channels_last=args.channels_last)
-    centre = CentrePatch(stats["mean_image"], size=args.input_size, channels_last=args.channels_last)
+    augment, centre = make_transforms(args, stats, model)  # TrainPatch, CentrePatch; a CIFAR net's own data path
     stall = StallCheck(num_classes, args.stall_steps)
 
     def save():
@@ -238,8 +234,7 @@ def train(args, devices, rank, world_size, stop):
         record = _epoch_record(state, val, device, steps=len(train_loader))
         state.next_epoch(len(train_loader))
         state.finished = record["stopped"]
-        for group in optimizer.param_groups:
-            group["lr"] = state.schedule.lr
+        set_lr(optimizer, state.schedule.lr, args.lr)
         if main_process:
             append_log(log_path, record)
             tqdm.write(_epoch_line(record, args))

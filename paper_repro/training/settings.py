@@ -67,7 +67,8 @@ def get_args_parser(add_help=True):
     p = argparse.ArgumentParser(prog="python -m paper_repro.train", description=__doc__.splitlines()[0],
                                 add_help=add_help, epilog=EPILOG, formatter_class=_Formatter)
     g = p.add_argument_group("run")
-    g.add_argument("--data", help="image store written by data_prep/build_imagenet.py (needs train and val splits)")
+    g.add_argument("--data", help="image store written by data_prep/build_imagenet.py (needs train and val splits; "
+                                  "a CIFAR-10 store: train and test, with --val-split test)")
     g.add_argument("--out", help="run folder: config.json, log.jsonl, checkpoint.pt")
     g.add_argument("--gpus", default="0,1", help=GPUS_HELP + " (0,1: the paper's two GPUs)")
     g.add_argument("--config", help="JSON file of settings that differ from the paper (keys = flag names with _), "
@@ -143,6 +144,8 @@ def get_args_parser(add_help=True):
                    help="standard deviation of a_i (>= 0)")
     g.add_argument("--no-colour-noise", dest="colour_noise", action="store_false", help="ablation: no PCA colour noise")
 
+    add_cifar_arguments(p)
+
     g = p.add_argument_group("speed (deviations from fp32, off by default)")
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=PAPER["bf16"],
                    help="bfloat16 autocast for forward and loss (may change on resume: --no-bf16)")
@@ -154,6 +157,43 @@ def get_args_parser(add_help=True):
                    help="on the CPU, glibc's malloc reuses freed memory instead of returning it to the OS "
                         "after every tensor (faster steps, resident size stays at its peak)")
     return p
+
+
+def add_cifar_arguments(p):
+    """The flags of the CIFAR-10 nets (Figure 1, section 3.3, the tutorials' AlexNet): their own group."""
+    g = p.add_argument_group("CIFAR-10 nets (--net; README: \"CIFAR-10: the paper's small experiments on a laptop\")")
+    g.add_argument("--net", choices=("alexnet", "cifar_conv_local", "cifar_fig1", "cifar_tutorial"), default="alexnet",
+                   help="alexnet: the paper's ImageNet net; cifar_conv_local: section 3.3's net (cuda-convnet's "
+                        "layers-conv-local-*.cfg); cifar_fig1: Figure 1's four-layer net; cifar_tutorial: AlexNet "
+                        "shrunk for 32x32 (one GPU column of it, FC 1024)")
+    g.add_argument("--val-split", choices=("val", "test"), default="val",
+                   help="the store split validated after every epoch (a CIFAR-10 store has train and test only; "
+                        "its configs use a fixed --lr-schedule step, so the test split chooses nothing)")
+    g.add_argument("--cifar-layers", choices=("13pct", "11pct", "13pct-rnorm"), default="13pct",
+                   help="cifar_conv_local: cuda-convnet's 13pct net (no normalisation), its 11pct net (two cross-map "
+                        "normalisation layers, local3 64 wide, fc10 wc 0.01), or the 13pct net plus the two "
+                        "normalisation layers alone")
+    g.add_argument("--fig1-arch", choices=("80sec", "conv-local"), default="80sec",
+                   help="cifar_fig1: cuda-convnet's layers-80sec.cfg (whole 32x32 images), or the 13pct net")
+    g.add_argument("--activation", choices=("relu", "tanh"), default="relu",
+                   help="the CIFAR nets' unit where cuda-convnet's files say relu (tanh: Figure 1's other curve)")
+    g.add_argument("--tanh-a", type=float, default=1.0, help="tanh unit a * tanh(b x): a (cuda-convnet's tanh[a,b])")
+    g.add_argument("--tanh-b", type=float, default=1.0, help="tanh unit a * tanh(b x): b")
+    g.add_argument("--cifar-input", choices=("convnet-crops", "whole", "paper"), default=None,
+                   help="the data path: convnet-crops (cuda-convnet's cropped provider: 24x24 random crops and flips, "
+                        "the centre mean, ten-view test), whole (the whole image minus the mean image), paper (the "
+                        "paper's recipe: random patches, flips, PCA colour noise, ten views); default: the net's own "
+                        "(conv_local convnet-crops, fig1 whole, tutorial paper)")
+    g.add_argument("--cifar-input-size", type=int, default=None,
+                   help="the net's input side (default: the net's own: 24, 32 for fig1 80sec, 28 for tutorial)")
+    g.add_argument("--layer-params", choices=("table", "flags"), default=None,
+                   help="table: the net's own per-layer learning rates and weight decay (cuda-convnet's "
+                        "layer-params file: epsW = --lr, epsB = 2 --lr and never lowered by the schedule, wc per "
+                        "layer, none on biases); flags: --lr and --weight-decay on every parameter (the paper's "
+                        "rule); default: table for cifar_conv_local and cifar_fig1, flags otherwise")
+    g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=False,
+                   help="cifar_tutorial: BatchNorm after every conv and hidden FC layer (the tutorial's net; it "
+                        "replaces the response normalisation)")
 
 
 def _read_config_file(name, allowed):
