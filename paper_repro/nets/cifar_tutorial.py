@@ -97,4 +97,8 @@ class TutorialAlexNet(nn.Module):
         if x.dim() != 4 or tuple(x.shape[1:]) != (3, self.input_size, self.input_size):
             raise ValueError(f"TutorialAlexNet expects N x 3 x {self.input_size} x {self.input_size}; "
                              f"got {tuple(x.shape)}")
+        if x.device.type == "cpu":
+            # channels_last on the CPU, as the project's AlexNet: mkldnn's convolutions and the max-pools
+            # run faster there (the 13pct net's step: 0.19 s against 0.24 s at batch 128, one thread)
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.layers(x)
