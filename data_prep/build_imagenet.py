@@ -400,7 +400,8 @@ def get_args_parser():
     p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=HelpFormatter)
     p.add_argument("--source", metavar="DIR", default=None,
-                   help="folder with the ILSVRC archives, the extracted train/ val/ folders, Tiny ImageNet or CIFAR-10; "
+                   help="folder with the ILSVRC archives, the extracted train/ val/ folders, Tiny ImageNet or "
+                        "CIFAR-10; "
                         "None: only --verify STORE")
     p.add_argument("--out", metavar="STORE", required=True, help="store folder to write (or finish, or verify)")
     p.add_argument("--year", type=int, choices=(2012, 2010), default=2012,

@@ -42,7 +42,9 @@ def _batch_bytes(images, labels, protocol, names=True):
 
 def make_cifar(root, per_batch=8, test=10, layout="dir", seed=0, protocol=2):
     """Write a small CIFAR-10 in the official python format; layout "dir" (cifar-10-batches-py/), "tar" (the
-    .tar.gz) or "folders" (train/<class>/*.png, test/<class>/*.png). Returns (source folder, {split: (images, labels)})."""
+    .tar.gz) or "folders" (train/<class>/*.png, test/<class>/*.png).
+
+    Returns (source folder, {split: (images, labels)})."""
     root = os.fspath(root)
     os.makedirs(root, exist_ok=True)
     batches = {}

@@ -103,7 +103,8 @@ def test_the_released_nets_have_the_tables_parameter_counts_and_order():
     tables = {name: [(layer, wc) for layer, _, _, wc in n.layer_params()] for name, n in (("13", n13), ("11", n11))}
     assert tables["13"] == [("conv1", 0.0), ("conv2", 0.0), ("local3", 0.004), ("local4", 0.004), ("fc10", 0.004)]
     assert tables["11"][-1] == ("fc10", 0.01)
-    stds = {name: float(getattr(n13.layers, name).weight.detach().std()) for name in ("conv1", "conv2", "local3", "fc10")}
+    stds = {name: float(getattr(n13.layers, name).weight.detach().std())
+            for name in ("conv1", "conv2", "local3", "fc10")}
     assert stds["conv1"] == pytest.approx(1e-4, rel=0.05) and stds["local3"] == pytest.approx(0.04, rel=0.01)
     assert all(float(b.detach().abs().max()) == 0 for _, _, b, _ in n13.layer_params())  # no initB: biases 0
     assert n13(torch.randn(2, 3, 24, 24)).shape == (2, 10)

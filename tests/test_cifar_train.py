@@ -104,3 +104,13 @@ def test_fig1_reads_epochs_to_25_percent_and_the_ratio(tmp_path, capsys):
     assert result["tanh"]["epochs_to_target"] is None and result["ratio"] is None
     assert "tanh: did not reach 25 % training error in 2 epochs (lowest 0.800)" in capsys.readouterr().out
     assert np.isfinite(result["relu"]["lowest"])
+
+
+def test_the_readmes_cifar_fig1_commands_parse():
+    import re
+    import shlex
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as f:
+        lines = [m for m in re.findall(r"^python -m paper_repro\.cifar_fig1 (.*?)(?:\s+#.*)?$", f.read(), flags=re.M)]
+    assert lines
+    for line in lines:
+        cifar_fig1.get_args_parser().parse_args(shlex.split(line))

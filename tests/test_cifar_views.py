@@ -57,7 +57,8 @@ def test_ten_views_are_the_multiview_test_centre_first():
     one = ConvnetViews(mean, views=1)(torch.from_numpy(images))
     np.testing.assert_array_equal(one.numpy(), got[:, 0])
     out = torch.empty(30, 3, 24, 24)
-    assert views(torch.from_numpy(images), out=out) is out and torch.equal(out, torch.from_numpy(got.reshape(30, 3, 24, 24)))
+    assert views(torch.from_numpy(images), out=out) is out
+    assert torch.equal(out, torch.from_numpy(got.reshape(30, 3, 24, 24)))
 
 
 def test_whole_images_and_the_per_path_choices():

@@ -12,7 +12,7 @@ from paper_repro.bench.train_step import bench_train
 from paper_repro.core.atomic import print_json
 
 PROG = "python -m paper_repro.bench"
-DESCRIPTION = """python -m paper_repro.bench {train,loader,eval,lrn,local}: our speed beside the baseline a user would run.
+DESCRIPTION = """python -m paper_repro.bench {train,loader,eval,lrn,local}: our speed beside a user's baseline.
 
 Each stage runs ours and the baseline in one process, on the same device, data and precision,
 and prints one JSON object (images_per_s of each, the figures behind them, the speed-up).
@@ -101,9 +101,9 @@ def get_args_parser():
                        help="CIFAR-10 section 3.3 net: our locally connected layers vs plain torch (unfold), "
                             "the layers alone and the whole training step",
                        description="cuda-convnet's conv-local net (python -m paper_repro.train --config\n"
-                                   "cifar10_conv_local) with our LocallyConnected2d and with UnfoldLocal2d (F.unfold +\n"
-                                   "einsum), same weights, in alternating rounds on the CPU; the time of one epoch of\n"
-                                   "50,000 images at each rate.")
+                                   "cifar10_conv_local) with our LocallyConnected2d and with UnfoldLocal2d\n"
+                                   "(F.unfold + einsum), same weights, in alternating rounds on the CPU; the time of\n"
+                                   "one epoch of 50,000 images at each rate.")
     p.add_argument("--layers", choices=("13pct", "11pct", "13pct-rnorm"), default="13pct", help="which net")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (cuda-convnet's 128)")
     p.add_argument("--steps", type=int, default=5, help="timed steps of each per round")

@@ -49,7 +49,7 @@ def _view_buffer(buffers, key, count, device):
 
 
 def _view_key(config):
-    """(data path, patch size) of a net's test views: the paper's ten patches, or a CIFAR net's own (config["input"])."""
+    """(data path, patch size) of a net's test views: the paper's patches, or a CIFAR net's own (config["input"])."""
     return config.get("input", "paper"), config.get("input_size", 224)
 
 

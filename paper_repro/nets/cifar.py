@@ -111,7 +111,8 @@ class CifarNet(nn.Module):
 
     def layer_params(self):
         """[(layer, weight, bias, wc)]: cuda-convnet's per-layer parameter file (epsW = lr, epsB = 2 lr)."""
-        return [(name, getattr(self.layers, name).weight, getattr(self.layers, name).bias, self._wc[name]) for name in self._init_w]
+        layers = [(name, getattr(self.layers, name)) for name in self._init_w]
+        return [(name, layer.weight, layer.bias, self._wc[name]) for name, layer in layers]
 
     def init_stds(self):
         """{weight key: initW} (recorded in the run's config.json)."""

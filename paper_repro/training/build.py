@@ -5,6 +5,7 @@ import warnings
 
 import torch
 
+from paper_repro.core.cli import UsageError
 from paper_repro.data.augment import CentrePatch, TrainPatch
 from paper_repro.data.cifar_views import train_transforms
 from paper_repro.nets.alexnet import AlexNet
@@ -12,7 +13,6 @@ from paper_repro.nets.cifar import ConvLocalNet, Fig1Net
 from paper_repro.nets.cifar_tutorial import TutorialAlexNet
 from paper_repro.training.optim import PaperSGD
 from paper_repro.training.schedule import PlateauSchedule, StepSchedule
-from paper_repro.core.cli import UsageError
 from paper_repro.training.settings import drop_epochs
 
 
@@ -63,8 +63,9 @@ def build_model(args, num_classes, devices):
 
 def cifar_input(args):
     """(data path, input size) of a CIFAR net: --cifar-input / --cifar-input-size, else the net's own."""
+    # Figure 1: no regularisation of any kind, so no augmentation: whole images, for either architecture
     own = {"cifar_conv_local": ("convnet-crops", 24), "cifar_tutorial": ("paper", 28),
-           "cifar_fig1": ("whole", 32) if args.fig1_arch == "80sec" else ("convnet-crops", 24)}[args.net]
+           "cifar_fig1": ("whole", 32)}[args.net]
     kind = args.cifar_input or own[0]
     size = args.cifar_input_size or (32 if kind == "whole" else own[1])
     if kind == "whole" and size != 32:

@@ -174,7 +174,8 @@ def add_cifar_arguments(p):
                         "normalisation layers, local3 64 wide, fc10 wc 0.01), or the 13pct net plus the two "
                         "normalisation layers alone")
     g.add_argument("--fig1-arch", choices=("80sec", "conv-local"), default="80sec",
-                   help="cifar_fig1: cuda-convnet's layers-80sec.cfg (whole 32x32 images), or the 13pct net")
+                   help="cifar_fig1: cuda-convnet's layers-80sec.cfg, or the 13pct net's layers (both on whole "
+                        "32x32 images, wc 0)")
     g.add_argument("--activation", choices=("relu", "tanh"), default="relu",
                    help="the CIFAR nets' unit where cuda-convnet's files say relu (tanh: Figure 1's other curve)")
     g.add_argument("--tanh-a", type=float, default=1.0, help="tanh unit a * tanh(b x): a (cuda-convnet's tanh[a,b])")
@@ -185,7 +186,7 @@ def add_cifar_arguments(p):
                         "paper's recipe: random patches, flips, PCA colour noise, ten views); default: the net's own "
                         "(conv_local convnet-crops, fig1 whole, tutorial paper)")
     g.add_argument("--cifar-input-size", type=int, default=None,
-                   help="the net's input side (default: the net's own: 24, 32 for fig1 80sec, 28 for tutorial)")
+                   help="the net's input side (default: the net's own: conv_local 24, fig1 32, tutorial 28)")
     g.add_argument("--layer-params", choices=("table", "flags"), default=None,
                    help="table: the net's own per-layer learning rates and weight decay (cuda-convnet's "
                         "layer-params file: epsW = --lr, epsB = 2 --lr and never lowered by the schedule, wc per "
