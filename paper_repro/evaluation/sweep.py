@@ -268,7 +268,10 @@ def _diff(d, digits=2):
     sd = f" ± {100 * d['std']:.{digits}f}" if d["std"] is not None else ""
     ci = (f"95 % CI {100 * (d['mean'] - d['ci']):+.{digits}f} to {100 * (d['mean'] + d['ci']):+.{digits}f}; "
           if d["ci"] is not None else "")
-    n = f"{d['n']} pair{'s' if d['n'] != 1 else ''} by seed" if d["paired"] else f"unpaired, n={d['n'][0]} vs {d['n'][1]}"
+    if d["paired"]:
+        n = f"{d['n']} pair{'s' if d['n'] != 1 else ''} by seed"
+    else:
+        n = f"unpaired, n={d['n'][0]} vs {d['n'][1]}"
     resolved = " **resolved**" if d["resolved"] else ""
     return f"{100 * d['mean']:+.{digits}f}{sd} ({ci}{n}){resolved}"
 

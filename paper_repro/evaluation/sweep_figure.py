@@ -1,4 +1,4 @@
-"""The sweep's figure (PNG, matplotlib's Figure object and Agg; no pyplot): errors per group, differences from the reference.
+"""The sweep's figure as a PNG: errors per group, differences from the reference (matplotlib's Figure, Agg; no pyplot).
 
 Left: each run's top-1 error as a dot and its group's mean ± std as a bar; right (with a reference):
 each group's mean difference from the reference with its 95 % confidence interval, zero marked.
