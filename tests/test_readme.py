@@ -12,7 +12,8 @@ BLOCKS = re.findall(r"```\n(.*?)```", README, flags=re.S)
 # module or script in a README command -> the module whose get_args_parser() must accept it
 PARSERS = {"paper_repro.train": "paper_repro.train", "paper_repro.evaluate": "paper_repro.evaluate",
            "paper_repro.report": "paper_repro.report", "paper_repro.demo": "paper_repro.demo",
-           "paper_repro.bench": "paper_repro.bench.command", "data_prep/build_imagenet.py": "data_prep.build_imagenet"}
+           "paper_repro.bench": "paper_repro.bench.command", "data_prep/build_imagenet.py": "data_prep.build_imagenet",
+           "paper_repro.sweep": "paper_repro.sweep", "data_prep/make_class_table.py": "data_prep.make_class_table"}
 
 
 def test_readme_opens_with_install_and_demo_then_install_and_tests_which_ci_runs():

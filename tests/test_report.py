@@ -333,8 +333,10 @@ def test_tiny_imagenet_store_is_named_and_its_classes_worded(tiny_store, tmp_pat
     assert "**Tiny ImageNet (4 classes of 64x64 photographs; not ILSVRC, the paper's data)**" in md
     assert "It is not the paper's data (ILSVRC-2010 or ILSVRC-2012)" in md
     classes, labels = manifest["classes"], ImageNetStore(store, "val").labels
-    assert (f" Query classes: val 0: {classes[labels[0]]} ({words[labels[0]]}); val 15: {classes[labels[15]]} "
-            f"({words[labels[15]]}).") in md
+    names = [w.split(",")[0] for w in words]  # the first of each class's words, its id beside it
+    assert (f" Query classes: val 0: {names[labels[0]]} ({classes[labels[0]]}); val 15: {names[labels[15]]} "
+            f"({classes[labels[15]]}).") in md
+    assert " Classes: goldfish, European fire salamander, bullfrog, tailed frog." in md
     assert "ILSVRC-2012 | val | 1 CNN | 40.7 | 18.2 |  |  |" in md  # still no measured cells beside the paper
 
 

@@ -10,7 +10,7 @@ import os
 
 from paper_repro.core.atomic import atomic_write
 from paper_repro.core.recipe import LEGACY_RECIPE, PAPER_CLASSES, RECIPE, RECIPE_VALUES, deviations, with_legacy
-from paper_repro.data.store import ImageNetStore, dataset_identity, is_generated, load_stats, store_classes
+from paper_repro.data.store import ImageNetStore, class_names, dataset_identity, load_stats, store_classes
 from paper_repro.evaluation.colour import RANDOM_COLOUR_RATIO, compare_columns
 from paper_repro.evaluation.features import nearest_neighbours
 from paper_repro.evaluation.figures import (as_percent, conv1_columns, plot_conv1, plot_curves, plot_neighbours,
@@ -305,15 +305,14 @@ def _neighbours_section(ckpt_path, data, out, devices, queries, pool, workers, p
     model = load_model(ckpt_path, devices)
     neigh, searched = nearest_neighbours(model, val, train, load_stats(data)["mean_image"], queries, pool,
                                          workers=workers, progress=progress)
-    # The store's class words (words.txt) name the classes, except a generated set's placeholders.
-    names = short_names(val.class_words) if val.class_words and not is_generated(data) else None
-    plot_neighbours(neigh, val, train, os.path.join(out, "neighbours.png"), names)
+    names = class_names(data)  # the classes in words (data/store.py); None for a generated set's placeholders
+    plot_neighbours(neigh, val, train, os.path.join(out, "neighbours.png"), short_names(names) if names else None)
     same = sum(train.labels[j] == val.labels[n["val"]] for n in neigh for j in n["train"])
     total = sum(len(n["train"]) for n in neigh)
     queries_named = ""
     if names:
         queries_named = " Query classes: " + "; ".join(
-            f"val {n['val']}: {val.classes[val.labels[n['val']]]} ({val.class_words[val.labels[n['val']]]})"
+            f"val {n['val']}: {names[val.labels[n['val']]]} ({val.classes[val.labels[n['val']]]})"
             for n in neigh) + "."
     return md + ["![fc7 nearest neighbours](neighbours.png)", "",
                  f"Left column: {len(neigh)} validation images (evenly spaced through the split). The other "
@@ -339,6 +338,9 @@ def write_report(run, config, log, ckpt, out, evals=(), data=None, devices=("cpu
           f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by "
           "`python -m paper_repro.report`. Paper: Krizhevsky, Sutskever & Hinton, NIPS 2012.", "",
           f"Data: `{data}`: **{ident['name']}**."]
+    names = class_names(data) or []
+    if len(names) <= 20 and names:  # a subset's classes in words; 1000 would drown the page
+        md[-1] += f" Classes: {', '.join(names)}."
     if not ident["imagenet"]:
         md.append("It is not the paper's data (ILSVRC-2010 or ILSVRC-2012), so none of the numbers below can be "
                   "compared with the paper's; the paper's rows are shown for reference only and their measured "
