@@ -1,5 +1,4 @@
 """The CIFAR-10 nets: the locally connected layer, cuda-convnet's normalisation and pools, the nets' tables."""
-import argparse
 import math
 
 import pytest
@@ -9,7 +8,10 @@ import torch.nn.functional as F
 from paper_repro.nets.cifar import ConvLocalNet, Fig1Net, ScaledTanh, avg_pool, cross_map_norm, max_pool
 from paper_repro.nets.cifar_tutorial import TutorialAlexNet
 from paper_repro.nets.local import LocallyConnected2d, UnfoldLocal2d, _LocalFunction, local_output_size
-from paper_repro.training.build import make_optimizer, param_groups, set_lr
+from paper_repro.training.build import make_optimizer
+from paper_repro.training.param_groups import apply_learning_rates
+from paper_repro.training.schedule import StepSchedule
+from paper_repro.training.settings import parse_args
 
 
 def naive_local(x, weight, bias, padding, stride):
@@ -100,13 +102,17 @@ def test_the_released_nets_have_the_tables_parameter_counts_and_order():
         "conv1", "act1", "pool1", "rnorm1", "conv2", "act2", "rnorm2", "pool2", "local3", "act3", "local4", "act4",
         "flatten", "fc10"]
     assert "rnorm1" not in dict(n13.layers.named_children())
-    tables = {name: [(layer, wc) for layer, _, _, wc in n.layer_params()] for name, n in (("13", n13), ("11", n11))}
-    assert tables["13"] == [("conv1", 0.0), ("conv2", 0.0), ("local3", 0.004), ("local4", 0.004), ("fc10", 0.004)]
-    assert tables["11"][-1] == ("fc10", 0.01)
+    tables = {name: [(layer, s["weight_decay"]) for layer, s in n.layer_settings().items()]
+              for name, n in (("13", n13), ("11", n11))}
+    assert tables["13"] == [("layers.conv1", 0.0), ("layers.conv2", 0.0), ("layers.local3", 0.004),
+                            ("layers.local4", 0.004), ("layers.fc10", 0.004)]
+    assert tables["11"][-1] == ("layers.fc10", 0.01)
+    assert {(s["lr_mult"], s["bias_lr_mult"], s["bias_weight_decay"]) for s in n13.layer_settings().values()} == {
+        (1.0, 2.0, 0.0)}
     stds = {name: float(getattr(n13.layers, name).weight.detach().std())
             for name in ("conv1", "conv2", "local3", "fc10")}
     assert stds["conv1"] == pytest.approx(1e-4, rel=0.05) and stds["local3"] == pytest.approx(0.04, rel=0.01)
-    assert all(float(b.detach().abs().max()) == 0 for _, _, b, _ in n13.layer_params())  # no initB: biases 0
+    assert all(float(p.detach().abs().max()) == 0 for n, p in n13.named_parameters() if n.endswith("bias"))
     assert n13(torch.randn(2, 3, 24, 24)).shape == (2, 10)
 
 
@@ -117,27 +123,28 @@ def test_fig1_nets_relu_tanh_and_no_weight_decay():
     assert sum(isinstance(m, ScaledTanh) for m in tanh.modules()) == 4
     x = torch.linspace(-3, 3, 7)
     torch.testing.assert_close(ScaledTanh(1.7, 0.5)(x), 1.7 * torch.tanh(0.5 * x))
-    assert {wc for _, _, _, wc in relu.layer_params()} == {0.0}
+    assert {s["weight_decay"] for s in relu.layer_settings().values()} == {0.0}
     local = Fig1Net(arch="conv-local", input_size=24, input="convnet-crops")
-    assert {wc for _, _, _, wc in local.layer_params()} == {0.0}
+    assert {s["weight_decay"] for s in local.layer_settings().values()} == {0.0}
     assert sum(p.numel() for p in local.parameters()) == 1_116_490
     assert relu(torch.randn(2, 3, 32, 32)).shape == (2, 10)
-
-
-def _args(**kw):
-    base = dict(net="cifar_conv_local", layer_params=None, lr=0.001, momentum=0.9, weight_decay=0.0005)
-    return argparse.Namespace(**{**base, **kw})
 
 
 def test_per_layer_groups_follow_the_params_file_and_only_epsw_drops():
     torch.manual_seed(3)
     net = ConvLocalNet(layers="11pct")
-    opt = make_optimizer(_args(), net)
-    groups = {(g["layer"], g["lr_scale"]): g for g in opt.param_groups}
-    assert groups[("fc10", 1.0)]["weight_decay"] == 0.01 and groups[("fc10", 2.0)]["weight_decay"] == 0.0
-    assert groups[("conv1", 1.0)]["lr"] == 0.001 and groups[("conv1", 2.0)]["lr"] == 0.002
-    set_lr(opt, 0.0001, 0.001)  # the schedule's first drop: epsW / 10, epsB unchanged
-    assert groups[("local3", 1.0)]["lr"] == pytest.approx(0.0001) and groups[("local3", 2.0)]["lr"] == 0.002
+    args = parse_args(["--data", "S", "--out", "R", "--config", "cifar10_conv_local_rnorm"])
+    opt = make_optimizer(net, args)
+    apply_learning_rates(opt, StepSchedule(0.001, [1]), 0.001, args.bias_lr_fixed)
+    groups = {(g["layer"], g["kind"]): g for g in opt.param_groups}
+    assert groups[("layers.fc10", "weight")]["weight_decay"] == 0.01
+    assert groups[("layers.fc10", "bias")]["weight_decay"] == 0.0
+    assert groups[("layers.conv1", "weight")]["lr"] == 0.001 and groups[("layers.conv1", "bias")]["lr"] == 0.002
+    schedule = StepSchedule(0.001, [1])
+    schedule.step(0.5, 1)  # the schedule's first drop: epsW / 10, epsB unchanged
+    apply_learning_rates(opt, schedule, 0.001, args.bias_lr_fixed)
+    assert groups[("layers.local3", "weight")]["lr"] == pytest.approx(0.0001)
+    assert groups[("layers.local3", "bias")]["lr"] == 0.002
     # One step of PaperSGD per group is cuda-convnet's: inc = mom inc - eps grad - wc eps w; w += inc.
     w0 = net.layers.fc10.weight.detach().clone()
     b0 = net.layers.fc10.bias.detach().clone()
@@ -147,8 +154,6 @@ def test_per_layer_groups_follow_the_params_file_and_only_epsw_drops():
     opt.step()
     torch.testing.assert_close(net.layers.fc10.weight.detach(), w0 - 0.0001 * gw - 0.01 * 0.0001 * w0)
     torch.testing.assert_close(net.layers.fc10.bias.detach(), b0 - 0.002 * gb)
-    # --layer-params flags: one group, the paper's rule
-    assert len(param_groups(_args(layer_params="flags"), net)) == 1
 
 
 def test_tutorial_net_shapes_init_and_batch_norm():
@@ -160,7 +165,7 @@ def test_tutorial_net_shapes_init_and_batch_norm():
     bn = TutorialAlexNet(batch_norm=True, input_size=32)
     names = [n for n, _ in bn.layers.named_children()]
     assert "bn1" in names and "norm1" not in names and bn(torch.randn(2, 3, 32, 32)).shape == (2, 10)
-    assert net.layer_params() is None
+    assert not hasattr(net, "layer_settings")  # the run's flags apply to every layer
     with pytest.raises(ValueError, match="expects N x 3 x 28 x 28"):
         net(torch.randn(2, 3, 32, 32))
 

@@ -12,7 +12,9 @@ from paper_repro import cifar_fig1
 from paper_repro import evaluate as evaluate_cmd
 from paper_repro.core.cli import UsageError
 from paper_repro.nets.checkpoint import load_checkpoint
+from paper_repro.nets.cifar_tutorial import TutorialAlexNet
 from paper_repro.train import main
+from paper_repro.training.build import make_transforms
 from paper_repro.training.settings import parse_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,8 +66,9 @@ def test_per_layer_run_resumes_exactly_across_an_epsw_drop(cifar_store, tmp_path
     a, b = (load_checkpoint(tmp_path / r / "checkpoint.pt") for r in ("whole", "split"))
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    groups = {(g["layer"], g["lr_scale"]): g["lr"] for g in a["optimizer"]["param_groups"]}
-    assert groups[("local3", 1.0)] == pytest.approx(0.001) and groups[("local3", 2.0)] == pytest.approx(0.02)
+    groups = {(g["layer"], g["kind"]): g["lr"] for g in a["optimizer"]["param_groups"]}
+    assert groups[("layers.local3", "weight")] == pytest.approx(0.001)
+    assert groups[("layers.local3", "bias")] == pytest.approx(0.02)  # epsB = 2 lr, not lowered
     assert [r["lr"] for r in _log(tmp_path / "whole")] == [0.01, pytest.approx(0.001)]
     keys = ("epoch", "lr", "train_loss", "train_top1_error", "val_top1_error", "val_loss", "steps")
     assert [[r[k] for k in keys] for r in _log(tmp_path / "whole")] == [[r[k] for k in keys]
@@ -78,8 +81,9 @@ def test_a_cifar_net_needs_a_cifar_store_and_the_val_split_is_named(cifar_store,
     with pytest.raises(UsageError, match="--net cifar_fig1: input_size must be between 12 and 32"):
         _train(cifar_store, tmp_path / "b", "--config", "cifar10_fig1_relu", "--cifar-input", "convnet-crops",
                "--cifar-input-size", "40")
-    with pytest.raises(UsageError, match="--layer-params table: --net cifar_tutorial has no per-layer table"):
-        _train(cifar_store, tmp_path / "c", "--config", "cifar10_tutorial", "--layer-params", "table")
+    settings = parse_args(["--data", "S", "--out", "R", "--config", "cifar10_tutorial"])
+    with pytest.raises(UsageError, match="--net cifar_tutorial takes 28x28 inputs; the store's images are 16x16"):
+        make_transforms(settings, {"mean_image": np.zeros((16, 16, 3), np.float32)}, TutorialAlexNet())
 
 
 def _write_log(run, errors):

@@ -19,9 +19,10 @@ import torch
 from paper_repro.bench.common import machine_info, threads
 from paper_repro.data.augment import batch_generator
 from paper_repro.nets.local import UnfoldLocal2d
-from paper_repro.training.build import build_model, make_optimizer, make_transforms
+from paper_repro.training.build import build_model, make_optimizer, make_schedule, make_transforms
 from paper_repro.training.engine import train_step
 from paper_repro.training.host_memory import keep_freed_memory
+from paper_repro.training.param_groups import apply_learning_rates
 from paper_repro.training.run_state import seed_everything
 from paper_repro.training.settings import parse_args as train_parse_args
 
@@ -103,7 +104,8 @@ def bench_local(args):
         # the whole training step, by the training code
         step_fns = {}
         for name, net in (("ours", ours), ("plain", plain)):
-            optimizer = make_optimizer(settings, net)
+            optimizer = make_optimizer(net, settings)
+            apply_learning_rates(optimizer, make_schedule(settings), settings.lr, settings.bias_lr_fixed)
             augment, _ = make_transforms(settings, stats, net)
             counter = iter(range(10 ** 9))
 

@@ -126,8 +126,11 @@ class WholeImage:
         return result if out is None else out.copy_(result)
 
 
-def train_transforms(input, stats, input_size, colour_noise=None, noise_std=0.1, channels_last=False):
-    """(training transform, validation transform) of data path `input` for a net of `input_size`."""
+def train_transforms(input, stats, input_size, colour_noise=None, noise_std=0.1, channels_last=False, **options):
+    """(training transform, validation transform) of data path `input` for a net of `input_size`.
+
+    options: TrainPatch's recipe options (mean_crop, rescale, crop_chunk) for the "paper" path.
+    """
     mean = stats["mean_image"]
     if input == "convnet-crops":
         crops = ConvnetCrops(mean, border=(mean.shape[0] - input_size) // 2)
@@ -137,12 +140,12 @@ def train_transforms(input, stats, input_size, colour_noise=None, noise_std=0.1,
         return whole, whole
     if input == "paper":
         return (TrainPatch(mean, stats["pca_eigval"], stats["pca_eigvec"], size=input_size, colour_noise=colour_noise,
-                           noise_std=noise_std, channels_last=channels_last),
+                           noise_std=noise_std, channels_last=channels_last, **options),
                 CentrePatch(mean, size=input_size, channels_last=channels_last))
     raise ValueError(f"input must be one of {INPUTS}; got {input!r}")
 
 
-def eval_views(input, mean_image, input_size, views=None):
+def eval_views(input, mean_image, input_size, views=None, mean_crop="position"):
     """The test views of data path `input` (views None: its own: 10, or 1 for whole images) and their number."""
     if input == "convnet-crops":
         v = 10 if views is None else views
@@ -153,5 +156,5 @@ def eval_views(input, mean_image, input_size, views=None):
         return WholeImage(mean_image), 1
     if input == "paper":
         v = 10 if views is None else views
-        return TenViews(mean_image, input_size, v), v
+        return TenViews(mean_image, input_size, v, mean_crop=mean_crop), v
     raise ValueError(f"input must be one of {INPUTS}; got {input!r}")

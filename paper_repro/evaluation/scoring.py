@@ -48,15 +48,17 @@ def _view_buffer(buffers, key, count, device):
     return buffers[key][:need].view(count, 3, size, size)
 
 
-def _view_key(config):
-    """(data path, patch size) of a net's test views: the paper's patches, or a CIFAR net's own (config["input"])."""
-    return config.get("input", "paper"), config.get("input_size", 224)
+def _view_key(model):
+    """(data path, patch size, mean crop) of a net's test views: the paper's patches, with the mean its training
+    subtracted, or a CIFAR net's own data path (config["input"])."""
+    config = model.config()
+    return (config.get("input", "paper"), config.get("input_size", 224),
+            getattr(model, "checkpoint_info", {}).get("mean_crop", "position"))
 
 
 def views_of(config, views=None):
     """The views per image a net with model_config `config` is tested with (views None: its data path's own)."""
-    kind = _view_key(config)[0]
-    if kind == "whole":
+    if config.get("input", "paper") == "whole":
         if views not in (None, 1):
             raise ValueError(f"a net trained on whole images ({config.get('net')}) has one test view, not {views}; "
                              f"drop --views")
@@ -66,10 +68,10 @@ def views_of(config, views=None):
 
 def _cutter(key, mean_image, views):
     """(the cutter of a view key, views per image); views None: the data path's own number (10; whole images 1)."""
-    kind, size = key
+    kind, size, mean_crop = key
     if kind == "paper":
         views = 10 if views is None else views
-        return TenViews(mean_image, size, views), views
+        return TenViews(mean_image, size, views, mean_crop=mean_crop), views
     return eval_views(kind, np.asarray(mean_image), size, views)
 
 
@@ -91,7 +93,7 @@ def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf1
     device = torch.device(models[0].devices[0])
     cutters, keys = {}, []  # one cutter per (data path, patch size): the nets that share one share its patches
     for m in models:
-        keys.append(_view_key(m.config()))
+        keys.append(_view_key(m))
         if keys[-1] not in cutters:
             cutters[keys[-1]] = _cutter(keys[-1], mean_image, views)
     probs = torch.zeros(len(store), num_classes, dtype=torch.float32, device=device)
@@ -106,7 +108,7 @@ def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf1
             images = images.to(device, non_blocking=True)
             n = images.shape[0]
             patches = {key: cut(images, out=_view_buffer(buffers, key, n * v, device))
-                       for key, (cut, v) in cutters.items()}  # cut once per data path and patch size
+                       for key, (cut, v) in cutters.items()}  # cut once per data path, patch size and mean
             total = torch.zeros(n, num_classes, dtype=torch.float32, device=device)
             for m, key in zip(models, keys):
                 x, v = patches[key], cutters[key][1]

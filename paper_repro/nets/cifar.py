@@ -18,7 +18,7 @@ normalization"; the footnote points at cuda-convnet's files), input 24x24x3 crop
 the 11pct net's two normalisation layers added and nothing else changed (isolates the paper's claim:
 the two released nets also differ in local3's width and fc10's wc). Biases start at 0 (no initB in
 the files); initW is a Gaussian std. Every layer: epsW = lr, epsB = 2 lr, momentum 0.9, no weight
-decay on biases (layer_params()).
+decay on biases (layer_settings(), read by training/param_groups.py).
 
 cuda-convnet's cross-map normalisation is y = x (1 + (scale/size) sum_{window} x^2)^-pow, the window
 c - size//2 .. c - size//2 + size - 1 clipped at the edges, k = 1 hard-coded (layer.py r561 l.1036,
@@ -93,7 +93,7 @@ def _pooled(size):
 
 
 class CifarNet(nn.Module):
-    """What the CIFAR nets share: a sequence of named layers, cuda-convnet's init, config(), layer_params()."""
+    """What the CIFAR nets share: a sequence of named layers, cuda-convnet's init, config(), layer_settings()."""
 
     net_name = None
 
@@ -109,10 +109,11 @@ class CifarNet(nn.Module):
                 layer.bias.zero_()
         self.to(self.devices[0])
 
-    def layer_params(self):
-        """[(layer, weight, bias, wc)]: cuda-convnet's per-layer parameter file (epsW = lr, epsB = 2 lr)."""
-        layers = [(name, getattr(self.layers, name)) for name in self._init_w]
-        return [(name, layer.weight, layer.bias, self._wc[name]) for name, layer in layers]
+    def layer_settings(self):
+        """cuda-convnet's per-layer parameter file for training/param_groups.py: {layer: epsW / lr, wc, epsB / lr,
+        the biases' wc}: epsW = lr, epsB = 2 lr, wc per layer, none on biases."""
+        return {f"layers.{name}": {"lr_mult": 1.0, "weight_decay": wc, "bias_lr_mult": 2.0, "bias_weight_decay": 0.0}
+                for name, wc in self._wc.items()}
 
     def init_stds(self):
         """{weight key: initW} (recorded in the run's config.json)."""

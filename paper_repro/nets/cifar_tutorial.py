@@ -82,10 +82,6 @@ class TutorialAlexNet(nn.Module):
         """{weight key: std} (recorded in the run's config.json)."""
         return {f"layers.{n}.weight": self.init_std for n in [c[0] for c in CONV] + ["fc6", "fc7", "fc8"]}
 
-    def layer_params(self):
-        """None: every parameter follows the run's --lr and --weight-decay (the paper's rule)."""
-        return None
-
     def config(self):
         """The constructor's arguments except devices (JSON-able)."""
         return {"net": self.net_name, "num_classes": self.num_classes, "input_size": self.input_size,

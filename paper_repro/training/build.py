@@ -1,5 +1,5 @@
-"""What a run's settings build: the net with the paper's init (section 5), its optimizer and data transforms,
-and its learning-rate schedule. --net picks the paper's AlexNet (default) or a CIFAR-10 net (nets/cifar*.py)."""
+"""What a run's settings build: the net with the recipe's init, its optimiser's groups, its data transforms and
+its schedule. --net picks the paper's AlexNet (default) or a CIFAR-10 net (nets/cifar*.py)."""
 import math
 import warnings
 
@@ -12,7 +12,8 @@ from paper_repro.nets.alexnet import AlexNet
 from paper_repro.nets.cifar import ConvLocalNet, Fig1Net
 from paper_repro.nets.cifar_tutorial import TutorialAlexNet
 from paper_repro.training.optim import PaperSGD
-from paper_repro.training.schedule import PlateauSchedule, StepSchedule
+from paper_repro.training.param_groups import param_groups
+from paper_repro.training.schedule import PlateauSchedule, ReleasedSchedule, StepSchedule
 from paper_repro.training.settings import drop_epochs
 
 
@@ -20,12 +21,20 @@ def make_schedule(args):
     """The learning-rate schedule the flags ask for."""
     if args.lr_schedule == "step":
         return StepSchedule(args.lr, drop_epochs(args.lr_drop_epochs))
+    if args.lr_schedule in ("released", "released-2010"):
+        return ReleasedSchedule(args.lr, args.epochs, "2010" if args.lr_schedule == "released-2010" else "2012")
     return PlateauSchedule(args.lr, patience=args.lr_patience, threshold=args.lr_threshold,
                            max_drops=args.lr_max_drops)
 
 
-def init_stds(model, init_std, scaling):
-    """{weight key: std} for --init-std at this width: fan-in scaling keeps every layer's gain as at width 1."""
+def make_optimizer(model, args):
+    """PaperSGD over one group per layer and kind: biases at bias_lr_mult x the rate, decayed only with bias_decay."""
+    return PaperSGD(param_groups(model, args.weight_decay, args.bias_lr_mult, args.bias_decay), lr=args.lr,
+                    momentum=args.momentum, weight_decay=args.weight_decay)
+
+
+def init_stds(model, scaling):
+    """{weight key: std}: each layer's recipe std, rescaled by fan-in at width != 1 so every layer keeps its gain."""
     shapes = model.canonical_shapes()
     with warnings.catch_warnings():  # a meta-device net, only for its shapes: its init is a no-op on purpose
         warnings.simplefilter("ignore")
@@ -34,13 +43,14 @@ def init_stds(model, init_std, scaling):
     stds = {}
     for key, shape in shapes.items():
         if key.endswith(".weight"):
+            std = model.layer_init_std(key.split(".")[0])
             fan_in, fan_in_1 = math.prod(shape[1:]), math.prod(at_width_1[key][1:])
-            stds[key] = init_std * math.sqrt(fan_in_1 / fan_in) if scaling == "fan-in" else init_std
+            stds[key] = std * math.sqrt(fan_in_1 / fan_in) if scaling == "fan-in" else std
     return stds
 
 
 def build_model(args, num_classes, devices):
-    """The net the flags describe, initialised as the paper (section 5), each layer's std as init_stds() says."""
+    """The net the flags describe, initialised as the recipe says (section 5), each layer's std as init_stds() says."""
     if getattr(args, "net", "alexnet") != "alexnet":
         model = build_cifar_model(args, num_classes, devices)
         if args.channels_last:
@@ -48,12 +58,14 @@ def build_model(args, num_classes, devices):
         return model, model.init_stds()
     model = AlexNet(num_classes=num_classes, devices=devices, width=args.width, input_size=args.input_size,
                     lrn=args.lrn, pooling=args.pooling, variant=args.variant, bias_init=args.bias_init,
-                    dropout=args.dropout, init_std=args.init_std)
-    stds = init_stds(model, args.init_std, args.init_width_scaling)
-    if any(std != args.init_std for std in stds.values()):
+                    dropout=args.dropout, init_std=args.init_std, init_std_conv3_5=args.init_std_conv3_5,
+                    lrn1_input=args.lrn1_input, cnorm2=args.cnorm2, dropout_scaling=args.dropout_scaling)
+    stds = init_stds(model, args.init_width_scaling)
+    own = {key: model.layer_init_std(key.split(".")[0]) for key in stds}
+    if any(stds[k] != own[k] for k in stds):
         # The same draws, rescaled per layer: the canonical state_dict names each layer's weight.
         state = model.state_dict()
-        model.load_state_dict({k: v * (stds[k] / args.init_std) if k in stds else v for k, v in state.items()})
+        model.load_state_dict({k: v * (stds[k] / own[k]) if k in stds else v for k, v in state.items()})
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, stds
@@ -89,52 +101,18 @@ def build_cifar_model(args, num_classes, devices):
         raise UsageError(f"--net {args.net}: {e}") from None
 
 
-def layer_params_mode(args, model):
-    """--layer-params, or its default: "table" for a net with a per-layer table, else "flags"."""
-    has_table = getattr(model, "layer_params", lambda: None)() is not None
-    mode = getattr(args, "layer_params", None) or ("table" if has_table else "flags")
-    if mode == "table" and not has_table:
-        raise UsageError(f"--layer-params table: --net {getattr(args, 'net', 'alexnet')} has no per-layer table; "
-                         f"use --layer-params flags")
-    return mode
-
-
-def param_groups(args, model):
-    """The optimizer's parameter groups: one (the paper's rule), or cuda-convnet's per-layer epsW, epsB and wc.
-
-    Each group carries lr_scale (its lr = the schedule's lr x lr_scale) and, for the biases of a
-    table, lr_fixed: cuda-convnet's methodology lowers only epsW, so epsB stays 2 x the initial lr.
-    """
-    if layer_params_mode(args, model) == "flags":
-        return [{"params": list(model.parameters()), "lr_scale": 1.0, "lr_fixed": False}]
-    groups = []
-    for name, weight, bias, wc in model.layer_params():
-        groups.append({"params": [weight], "weight_decay": wc, "lr_scale": 1.0, "lr_fixed": False, "layer": name})
-        groups.append({"params": [bias], "weight_decay": 0.0, "lr_scale": 2.0, "lr_fixed": True, "layer": name})
-    return groups
-
-
-def make_optimizer(args, model):
-    """PaperSGD over param_groups(), every group's lr set from args.lr."""
-    optimizer = PaperSGD(param_groups(args, model), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
-    set_lr(optimizer, args.lr, args.lr)
-    return optimizer
-
-
-def set_lr(optimizer, lr, initial_lr):
-    """Give every group its lr: `lr` (the schedule's) x its lr_scale, or initial_lr x lr_scale where lr_fixed."""
-    for group in optimizer.param_groups:
-        group["lr"] = (initial_lr if group.get("lr_fixed") else lr) * group.get("lr_scale", 1.0)
-
-
 def make_transforms(args, stats, model):
     """(training transform, per-epoch validation transform): the paper's patches, or a CIFAR net's data path."""
     colour = args.colour_noise_scale if args.colour_noise else None
+    # the recipe's patch options (mean crop, rescale, crop chunk): AlexNet's, and a CIFAR net's "paper" data path
+    options = dict(mean_crop=args.mean_crop, rescale=args.colour_noise_rescale, crop_chunk=args.crop_chunk)
     if getattr(args, "net", "alexnet") == "alexnet":
         return (TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=args.input_size,
-                           colour_noise=colour, noise_std=args.colour_noise_std, channels_last=args.channels_last),
+                           colour_noise=colour, noise_std=args.colour_noise_std, channels_last=args.channels_last,
+                           **options),
                 CentrePatch(stats["mean_image"], size=args.input_size, channels_last=args.channels_last))
     if stats["mean_image"].shape[0] < model.input_size:
         raise UsageError(f"--net {args.net} takes {model.input_size}x{model.input_size} inputs; the store's images are "
                          f"{stats['mean_image'].shape[0]}x{stats['mean_image'].shape[1]} (build a CIFAR-10 store)")
-    return train_transforms(model.input, stats, model.input_size, colour, args.colour_noise_std, args.channels_last)
+    return train_transforms(model.input, stats, model.input_size, colour, args.colour_noise_std, args.channels_last,
+                            **options)
