@@ -174,3 +174,16 @@ def test_inputs_lists_agree():
     from paper_repro.data.cifar_views import INPUTS as DATA_INPUTS
     from paper_repro.nets.cifar import INPUTS as NET_INPUTS
     assert DATA_INPUTS == NET_INPUTS
+
+
+def test_bench_local_times_both_nets_on_the_same_weights():
+    from paper_repro.bench.command import get_args_parser
+    from paper_repro.bench.local import bench_local
+    args = get_args_parser().parse_args(["local", "--batch-size", "4", "--steps", "1", "--repeats", "2", "--threads", "1"])
+    result = bench_local(args)
+    assert result["local3_max_abs_difference"] < 1e-4  # the same layer: float rounding only
+    for part in ("layers", "step"):
+        ours, plain = result[part]["ours"], result[part]["plain"]
+        assert len(ours["rounds"]) == len(plain["rounds"]) == 2
+        assert result[part]["speedup"] == plain["seconds_per_batch_median"] / ours["seconds_per_batch_median"]
+        assert ours["epoch_seconds"] == pytest.approx(50_000 / 4 * ours["seconds_per_batch_median"])
