@@ -17,8 +17,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 48 train images, a global batch of 16 over 2 workers: 3 steps an epoch, 6 in all; a checkpoint every
 # 2 global steps and at each epoch's end, so rank 0 writes its 1st checkpoint after step 2, its 2nd at
 # the end of epoch 1, its 3rd after step 4. One validation batch per worker and epoch.
+# The plateau schedule: the stopped run starts with --epochs 50 and the released schedule would spread its
+# drops over the 50 epochs it was started with, unlike the unkilled 2-epoch run it is compared with.
 ARGS = ["--gpus", "cpu", "--width", "0.125", "--workers", "0", "--no-progress", "--epochs", "2", "--batch-size", "16",
-        "--checkpoint-every", "2", "--seed", "3", "--auto-resume"]
+        "--checkpoint-every", "2", "--seed", "3", "--auto-resume", "--lr-schedule", "plateau"]
 # A run takes about 10 s; a hang (the failure this guards against) would otherwise last torch's 30 minutes.
 LIMIT_S = 240
 
