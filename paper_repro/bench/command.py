@@ -69,7 +69,8 @@ def get_args_parser():
     p.set_defaults(func=bench_train)
 
     p = sub.add_parser("loader", formatter_class=_Formatter,
-                       help="training input pipeline on a JPEG and a raw store: ours vs ImageFolder + RandomCrop + flip",
+                       help="training input pipeline on a JPEG and a raw store: ours vs ImageFolder + RandomCrop "
+                            "+ flip",
                        description="Our BatchLoader + TrainPatch on each store given (a raw store also with its\n"
                                    "batches gathered in --workers processes) and ImageFolder + RandomCrop + flip +\n"
                                    "ToTensor over the same JPEGs with the same workers, in alternating rounds;\n"
