@@ -65,6 +65,9 @@ def get_args_parser():
     p.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
                    help="as train --no-keep-freed-memory: glibc's malloc returns freed memory to the OS "
                         "(default: kept for reuse on the CPU, for both nets)")
+    p.add_argument("--peak-size", type=int, default=2048,
+                   help="n of the n x n x n torch.mm timed before and after the rounds, same threads and precision: "
+                        "the measured matmul peak each net's FLOP rate is reported against (0: not measured)")
     p.add_argument("--json", help="also write the JSON here (default: print only)")
     p.set_defaults(func=bench_train)
 

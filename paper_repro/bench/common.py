@@ -50,6 +50,22 @@ def synchronize(devices):
             torch.cuda.synchronize(torch.device(d))
 
 
+def matmul_peak_tflops(device, n=2048, repeats=5, dtype=torch.float32):
+    """The device's measured matmul rate: the best of `repeats` n x n by n x n torch.mm (2 n^3 FLOPs each) with
+    the current thread count and precision policy, in TFLOP/s: the ceiling a training step's FLOP rate is read against."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+    c = torch.mm(a, b)  # warm-up: the BLAS threads and buffers
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize([device])
+        start = time.perf_counter()
+        torch.mm(a, b, out=c)
+        synchronize([device])
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e12
+
+
 def forward_flops(model, x):
     """Count the FLOPs of one forward pass of `model` on `x` (aten-level: convs and matmuls)."""
     with FlopCounterMode(display=False) as counter, torch.no_grad():
