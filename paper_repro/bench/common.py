@@ -52,7 +52,7 @@ def synchronize(devices):
 
 def matmul_peak_tflops(device, n=2048, repeats=5, dtype=torch.float32):
     """The device's measured matmul rate in TFLOP/s: the best of `repeats` n x n by n x n torch.mm (2 n^3 FLOPs
-    each) with the current thread count and precision policy; the ceiling a training step's FLOP rate is read against."""
+    each) with the current thread count and precision policy: the ceiling a training step's FLOP rate is read by."""
     g = torch.Generator().manual_seed(0)
     a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
     c = torch.mm(a, b)  # warm-up: the BLAS threads and buffers
