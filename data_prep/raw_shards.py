@@ -1,9 +1,9 @@
 """The raw store format of build_imagenet.py: which format a build takes, and one raw shard written and verified.
 
-A raw shard is the prepared pixels of its images, uint8 N x H x W x 3 in one .npy file (read by
-paper_repro/data/raw.py), written atomically; its index .json (the shard's commit mark, as for a
-JPEG shard) also holds each image's CRC-32, since raw pixels, unlike a JPEG, have no structure
-a damaged byte would break.
+A raw shard is the prepared pixels of its images, uint8 N x 3 x H x W (channel by channel: why, in
+paper_repro/data/raw.py, which reads it) in one .npy file, written atomically; its index .json
+(the shard's commit mark, as for a JPEG shard) also holds each image's CRC-32, since raw pixels,
+unlike a JPEG, have no structure a damaged byte would break.
 """
 import io
 import json
@@ -125,7 +125,7 @@ def prepare_raw(task, data):
 
 
 def write_raw_array(path, images, shape):
-    """Write the uint8 images (each `shape`) as one N x shape .npy, atomically, without stacking them first."""
+    """Write the uint8 arrays `images` (each `shape`) as one N x shape .npy, atomically, without stacking them."""
     header = {"descr": "|u1", "fortran_order": False, "shape": (len(images), *shape)}
 
     def write(f):
@@ -156,13 +156,14 @@ def process_raw_shard(task, data_path, sums_path, write_index, write_npy):
             if sums is None:  # sized by the images themselves: 256x256, or a native size (CIFAR's 32x32)
                 sums = PixelSums(image_sum=np.zeros(shape, np.int64))
             sums.add_image(img)
-        images.append(img)
+        planar = np.ascontiguousarray(img.transpose(2, 0, 1))  # stored channel by channel
+        images.append(planar)
         names.append(name)
         labels.append(int(label))
-        crcs.append(zlib.crc32(img.tobytes()))
+        crcs.append(zlib.crc32(planar.tobytes()))
     size = getattr(task, "image_size", SIZE)
     shape = shape or (size, size, 3)
-    write_raw_array(data_path, images, shape)
+    write_raw_array(data_path, images, (shape[2], shape[0], shape[1]))
     n = int(np.prod(shape))
     index = {"split": task.split, "shard": task.shard, "count": len(images), "filenames": names,
              "labels": labels, "offsets": list(range(len(images))), "lengths": [n] * len(images),
@@ -198,7 +199,8 @@ def verify_raw_shard(data_path, index, image_shape, num_classes):
         a = np.load(data_path, mmap_mode="r")
     except (OSError, ValueError) as e:
         return [f"{data_path}: not a readable raw shard ({e}); rebuild the store"], None
-    want = (index["count"], *image_shape)
+    h, w, c = image_shape
+    want = (index["count"], c, h, w)
     if a.dtype != np.uint8 or a.shape != want:
         return [f"{data_path}: holds {a.dtype} {a.shape}, the index says uint8 {want}; rebuild the store"], None
     problems = [f"{split} {name}: label {lab} out of range"
@@ -206,11 +208,11 @@ def verify_raw_shard(data_path, index, image_shape, num_classes):
     sums = PixelSums(image_sum=np.zeros(image_shape, np.int64)) if split == "train" else None
     bad = []
     for j, (name, crc) in enumerate(zip(index["filenames"], index["crc32"])):
-        img = np.array(a[j])  # out of the read-only map
-        if zlib.crc32(img.tobytes()) != crc:
+        planar = np.array(a[j])  # out of the read-only map
+        if zlib.crc32(planar.tobytes()) != crc:
             bad.append(name)
         if sums is not None:
-            sums.add_image(img)
+            sums.add_image(np.ascontiguousarray(planar.transpose(1, 2, 0)))
     if bad:
         problems.append(f"{data_path}: {len(bad)} of {index['count']} images differ from the checksums written "
                         f"when the shard was built (first: {bad[0]}); the shard is damaged: rebuild the store")

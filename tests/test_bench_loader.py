@@ -7,9 +7,11 @@ import pytest
 from data_prep.build_imagenet import build
 from data_prep.make_demo_imagenet import make_demo_imagenet
 from paper_repro.bench.command import get_args_parser
-from paper_repro.bench.loader import bench_loader, export_jpegs
+from paper_repro.bench.common import export_jpegs
+from paper_repro.bench.loader import bench_loader
 from paper_repro.core.cli import UsageError
 from paper_repro.data.store import ImageNetStore
+from paper_repro.training.host_memory import keep_freed_memory
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,10 @@ def test_loader_stage_measures_both_formats_and_the_baseline_in_one_run(stores, 
     base = result["imagefolder_baseline"]["images_per_s"]
     assert result["speedup"] == {n: result[n]["images_per_s"] / base for n in names[:3]}
     assert result["stores"] == {"raw": raw, "jpeg": jpeg}
+    assert result["host_memory"] == keep_freed_memory(("cpu",))  # the training command's allocator policy
     parts = result["cpu_ms_per_image_one_thread"]
-    assert set(parts) == {"jpeg_store", "raw_store", "imagefolder_baseline"}
+    assert set(parts) == {"jpeg_store", "raw_store", "imagefolder_baseline", "batch_layout"}
+    assert set(parts.pop("batch_layout")) == {"collate_planar", "collate_hwc", "augment_planar", "augment_hwc"}
     assert set(parts["jpeg_store"]) == {"read", "decode", "collate", "augment", "total"}
     assert set(parts["raw_store"]) == {"gather", "augment", "total"}
     for stages in parts.values():

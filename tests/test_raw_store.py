@@ -179,7 +179,8 @@ def test_loader_gives_raw_batches_in_this_process_or_in_workers(pair):
         got = list(loader)
         assert len(got) == len(want) == 3
         for (images, labels), (w_images, w_labels) in zip(got, want):
-            assert images.dtype == torch.uint8 and images.is_contiguous()
+            # stored channel by channel, as on disk: the [B, H, W, 3] batch is a view of a contiguous planar one
+            assert images.dtype == torch.uint8 and images.permute(0, 3, 1, 2).is_contiguous()
             assert np.array_equal(images.numpy(), w_images) and np.array_equal(labels.numpy(), w_labels)
     here.set_indices(order, start=2)
     assert [b[1].tolist() for b in here] == [want[2][1].tolist()]
@@ -245,7 +246,8 @@ def test_raw_store_keeps_a_native_image_size(tmp_path):
     assert images.shape == (5, 32, 32, 3) and np.array_equal(images[0].numpy(), pixels[4])
     assert B.verify(out, workers=1) == []
     index = json.loads((tmp_path / "s" / "val" / "shard-00000.json").read_text())
-    assert index["crc32"] == [zlib.crc32(p.tobytes()) for p in pixels]
+    assert index["crc32"] == [zlib.crc32(p.transpose(2, 0, 1).tobytes()) for p in pixels]  # of the planar bytes
+    assert np.array_equal(np.load(tmp_path / "s" / "val" / "shard-00000.npy"), np.stack(pixels).transpose(0, 3, 1, 2))
 
 
 # ---------------------------------------------------------------------------- the commands on a raw store

@@ -88,6 +88,9 @@ def get_args_parser():
     p.add_argument("--warmup", type=int, default=3, help="batches before the clock starts")
     p.add_argument("--parts-images", type=int, default=512,
                    help="images the per-stage breakdown times (0: no breakdown)")
+    p.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                   help="as train --no-keep-freed-memory: glibc's malloc returns freed memory to the OS "
+                        "(default: kept for reuse on the CPU, for every pipeline)")
     p.set_defaults(func=bench_loader)
 
     p = sub.add_parser("eval", formatter_class=_Formatter,

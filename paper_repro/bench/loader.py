@@ -6,22 +6,21 @@ this process, and once more in `--workers` worker processes, to show whether the
 torchvision's ImageFolder over the same 256x256 JPEGs with the same workers. Then each stage's cost
 per image, one thread (loader_parts.py): where each pipeline's time goes.
 """
-import io
 import os
 import statistics
 import tempfile
 
 import torch
 import torchvision
-from PIL import Image
 from torchvision import transforms
 
-from paper_repro.bench.common import devices_or_usage_error, machine_info, time_batches
+from paper_repro.bench.common import devices_or_usage_error, export_jpegs, machine_info, time_batches
 from paper_repro.bench.loader_parts import where_time_goes
 from paper_repro.core import cli
 from paper_repro.data.augment import TrainPatch, batch_generator
 from paper_repro.data.loader import BatchLoader, epoch_order
 from paper_repro.data.store import ImageNetStore, load_stats
+from paper_repro.training.host_memory import keep_freed_memory
 
 WHAT = {
     "jpeg_store": "BatchLoader over the JPEG store (decode in workers) + TrainPatch: crop, flip, PCA colour noise, "
@@ -32,26 +31,6 @@ WHAT = {
     "imagefolder_baseline": "ImageFolder over the same 256x256 JPEGs + RandomCrop(224) + RandomHorizontalFlip + "
                             "ToTensor, DataLoader, same workers",
 }
-
-
-def export_jpegs(store, folder):
-    """Write the store's images as JPEG files folder/<wnid>/<name> (ImageFolder's tree); their paths in store order.
-
-    A JPEG store's own bytes; a raw store's pixels encoded as the build's JPEG (q95, 4:4:4)."""
-    paths = []
-    for i in range(len(store)):
-        d = os.path.join(folder, store.classes[int(store.labels[i])])
-        os.makedirs(d, exist_ok=True)
-        paths.append(os.path.join(d, os.path.basename(store.filenames[i])))
-        if store.store_format == "raw":
-            buf = io.BytesIO()
-            Image.fromarray(store[i][0]).save(buf, "JPEG", quality=95, subsampling="4:4:4")
-            data = buf.getvalue()
-        else:
-            data = store.read_encoded(i)
-        with open(paths[-1], "wb") as f:
-            f.write(data)
-    return paths
 
 
 def _ours(store, args, dev, raw_workers=0):
@@ -105,6 +84,9 @@ def bench_loader(args):
     """Our input pipeline on each store vs ImageFolder + RandomCrop + flip, in rounds; then where the time goes."""
     devices = devices_or_usage_error(args.gpus)
     dev = torch.device(devices[0])
+    # Process-wide, as in a CPU training run (the workers fork with it): without it every 77 MB batch of
+    # patches is a fresh mmap whose pages fault in one by one, which doubled TrainPatch's CPU time here.
+    host_memory = keep_freed_memory(devices, args.keep_freed_memory)
     stores = _open_stores([args.data, *(args.compare or [])])
     jpeg_first = sorted(stores, key=lambda s: s.store_format != "jpeg")[0]  # the baseline reads real store bytes
     pipelines, patches = {}, []
@@ -131,6 +113,7 @@ def bench_loader(args):
     result = {"stage": "loader", "batch_size": args.batch_size, "workers": args.workers,
               "store_images": len(stores[0]), "stores": {s.store_format: s.root for s in stores},
               "seconds_per_round": args.seconds, "rounds": args.rounds, "machine": machine_info(devices),
+              "host_memory": host_memory,
               "load_average_1_5_15_min": {"before": list(load_before), "after": list(os.getloadavg())}}
     for name, per_round in rounds.items():
         result[name] = {"images_per_s": statistics.median(per_round), "images_per_s_per_round": per_round,

@@ -7,6 +7,7 @@ the stage before (so a stage's cost includes its memory traffic but no other sta
                worker's stack into one planar batch in shared memory), augment (TrainPatch, main process)
   raw store    gather (store.read_batch: slices of the memory-mapped shards into one batch), augment
   ImageFolder  open + decode (PIL, as ImageFolder's loader), crop + flip, ToTensor, collate
+and, apart ("batch_layout"), what a batch's layout costs: planar (channel by channel) or H x W x 3.
 """
 import io
 import time
@@ -67,6 +68,26 @@ def raw_store_parts(store, patch, indices, batch_size, repeats=3):
     return parts
 
 
+def layout_parts(store, patch, indices, batch_size, repeats=5):
+    """ms per image of the two batch layouts, timed in alternation (the same machine state for both):
+    collating decoded images into shared memory planar (what BatchLoader's CPU batches are) or as they are
+    (H x W x 3), and TrainPatch on a planar or an H x W x 3 batch."""
+    batches = _batches(indices, batch_size)
+    n = len(batches) * batch_size
+    images = [[torch.from_numpy(store[int(i)][0]) for i in b] for b in batches]
+    hwc = [torch.stack(b) for b in images]
+    planar = [b.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1) for b in hwc]
+    cases = {"collate_planar": (lambda b: _shared_stack([x.permute(2, 0, 1) for x in b]), images),
+             "collate_hwc": (_shared_stack, images),
+             "augment_planar": (lambda b: patch(b, batch_generator(0, 0, 0)), planar),
+             "augment_hwc": (lambda b: patch(b, batch_generator(0, 0, 0)), hwc)}
+    best = {name: float("inf") for name in cases}
+    for _ in range(repeats):
+        for name, (fn, items) in cases.items():
+            best[name] = min(best[name], _ms_per_image(fn, items, n, 1)[0])
+    return best
+
+
 def imagefolder_parts(paths, batch_size, repeats=3):
     """ms per image of PIL open + decode, RandomCrop(224) + flip, ToTensor and collate over image files `paths`."""
     n = len(paths) // batch_size * batch_size
@@ -100,6 +121,7 @@ def where_time_goes(stores, patches, paths, batch_size, images, seed=0):
             else:
                 out["jpeg_store"] = jpeg_store_parts(store, patch, order, batch_size)
         out["imagefolder_baseline"] = imagefolder_parts([paths[i] for i in order], batch_size)
-    for parts in out.values():
-        parts["total"] = sum(parts.values())
+        for parts in out.values():
+            parts["total"] = sum(parts.values())
+        out["batch_layout"] = layout_parts(stores[0], patches[0], order, batch_size)
     return out

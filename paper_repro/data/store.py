@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from paper_repro.data.raw import RAW, RawShards, store_format
+from paper_repro.data.raw import RAW, RawShards, empty_batch, store_format
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
@@ -150,10 +150,12 @@ class ImageNetStore:
 
     def read_batch(self, indices, out=None):
         """Images `indices` as one uint8 [B, H, W, 3] array (written into `out` if given): a raw store copies
-        slices of its memory-mapped shards, a JPEG store decodes image by image."""
+        slices of its memory-mapped shards (into a planar array, a permuted view), a JPEG store decodes image by
+        image."""
         indices = np.asarray(indices, np.int64)
         if out is None:
-            out = np.empty((len(indices), *self.image_shape), np.uint8)
+            n = len(indices)
+            out = empty_batch(n, self.image_shape) if self._raw else np.empty((n, *self.image_shape), np.uint8)
         if len(indices) and (indices.min() < -len(self) or indices.max() >= len(self)):
             raise IndexError(f"image index out of range for {len(self)} images")
         indices = indices % len(self)
