@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Faithful two-column AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) in PyTorch",
     packages=find_packages(include=["paper_repro", "paper_repro.*", "data_prep", "data_prep.*"]),
-    package_data={"paper_repro": ["configs/*.json"]},
+    package_data={"paper_repro": ["configs/*.json", "data/*.tsv"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.1",

@@ -38,6 +38,7 @@ from data_prep.source_layouts import detect_format, plan  # noqa: E402
 from data_prep.store_stats import PixelSums  # noqa: E402
 from paper_repro.core import cli  # noqa: E402
 from paper_repro.core.atomic import atomic_write, atomic_write_bytes, atomic_write_json  # noqa: E402
+from paper_repro.data.class_names import manifest_entries  # noqa: E402
 from paper_repro.data.raw import RAW, raw_shard_name, store_format  # noqa: E402
 from paper_repro.data.store import (MANIFEST, SPLITS, ImageNetStore, decode_image, read_manifest,  # noqa: E402
                                     shard_name)
@@ -163,7 +164,10 @@ def finalize(out, source_plan, settings):
         atomic_write_json(os.path.join(out, "stats.json"), stats)
         _write_npy(os.path.join(out, "mean_image.npy"), mean_image)
     atomic_write_json(os.path.join(out, "skipped.json"), skipped)
-    manifest = {"format": FORMAT, "classes": source_plan.classes, "class_words": source_plan.class_words,
+    # The classes in words (the shipped ILSVRC-2012 table fills in what the source lacks); a generated set's own.
+    names = ({"class_words": source_plan.class_words} if settings.get("demo")
+             else manifest_entries(source_plan.classes, source_plan.class_words))
+    manifest = {"format": FORMAT, "classes": source_plan.classes, **names,
                 "splits": splits, "settings": settings, "skipped": len(skipped), "notes": source_plan.notes}
     atomic_write_json(os.path.join(out, MANIFEST), manifest)  # last: the build is complete
     _remove_partial_sums(out)
@@ -175,6 +179,8 @@ def summary_text(manifest, skipped, out):
     fmt = manifest["settings"].get("source_format")
     lines = [f"store {out}: {len(manifest['classes'])} classes" + (f" ({fmt} source)" if fmt else "")]
     lines.append(format_line(manifest["settings"], out))
+    if 0 < len(manifest.get("class_names") or ()) <= 20:  # a subset's classes in words; 1000 would drown the rest
+        lines.append(f"  classes: {', '.join(manifest['class_names'])}")
     for split, s in manifest["splits"].items():
         lines.append(f"  {split}: {s['count']} images in {s['shards']} shards")
     lines.append(f"  skipped: {len(skipped)} files (list in {os.path.join(out, 'skipped.json')})")
@@ -263,8 +269,7 @@ def build(source, out, year=2012, workers=None, progress=True, fmt="jpeg"):
     source, out = os.path.abspath(source), os.path.abspath(out)
     source_format = detect_format(source, year)
     settings = build_settings(source, source_format, year)
-    if fmt == "auto":
-        fmt = recorded_format(out) or "auto"
+    fmt = (recorded_format(out) or fmt) if fmt == "auto" else fmt  # auto: a store at `out` keeps its format
     manifest = _finished(out, settings_for(settings, fmt)) if fmt != "auto" else None
     if manifest is not None:
         _clean_temps(out)

@@ -16,10 +16,10 @@ from paper_repro.data.store import ImageNetStore, load_stats
 from paper_repro.nets.checkpoint import (CHECKPOINT, CheckpointError, load_checkpoint, load_run_checkpoint,
                                          remove_stale_temps, save_checkpoint)
 from paper_repro.training import distributed as dist_utils
-from paper_repro.training.build import build_model, make_schedule
+from paper_repro.training.build import build_model, make_optimizer, make_schedule
 from paper_repro.training.engine import StallCheck, Stopped, evaluate_centre, train_one_epoch
 from paper_repro.training.host_memory import keep_freed_memory
-from paper_repro.training.optim import PaperSGD
+from paper_repro.training.param_groups import apply_learning_rates
 from paper_repro.training.run_state import RunState, append_log, rng_state, seed_dropout, seed_everything, truncate_log
 from paper_repro.training.schedule import DROP, STOP
 from paper_repro.training.settings import check_world, get_args_parser, parse_args, resolve_run
@@ -154,12 +154,11 @@ def train(args, devices, rank, world_size, stop):
     seed_everything(args.seed)  # the same init on every replica
     model, stds = build_model(args, num_classes, devices)
     seed_dropout(args.seed, rank, devices)  # each replica, and each GPU, its own dropout masks
-    optimizer = PaperSGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = make_optimizer(model, args)
     state = RunState(make_schedule(args), world_size)
     if resume:
         _restore(state, model, optimizer, args, rank, num_classes, len(train_store))
-    for group in optimizer.param_groups:
-        group["lr"] = state.schedule.lr
+    apply_learning_rates(optimizer, state.schedule, args.lr, args.bias_lr_fixed)
 
     workers = default_workers() if args.workers is None else args.workers
     config = {k: v for k, v in vars(args).items() if k != "explicit"}
@@ -189,7 +188,9 @@ def train(args, devices, rank, world_size, stop):
                              pin_memory=on_gpu, decode=args.decode, device=device)
     augment = TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=args.input_size,
                          colour_noise=args.colour_noise_scale if args.colour_noise else None,
-                         noise_std=args.colour_noise_std, channels_last=args.channels_last)
+                         noise_std=args.colour_noise_std, channels_last=args.channels_last, mean_crop=args.mean_crop,
+                         rescale=args.colour_noise_rescale, crop_chunk=args.crop_chunk)
+    augment.noise_on = state.schedule.colour_noise  # the released schedule switches it off near the end
     centre = CentrePatch(stats["mean_image"], size=args.input_size, channels_last=args.channels_last)
     stall = StallCheck(num_classes, args.stall_steps)
 
@@ -238,8 +239,8 @@ def train(args, devices, rank, world_size, stop):
         record = _epoch_record(state, val, device, steps=len(train_loader))
         state.next_epoch(len(train_loader))
         state.finished = record["stopped"]
-        for group in optimizer.param_groups:
-            group["lr"] = state.schedule.lr
+        apply_learning_rates(optimizer, state.schedule, args.lr, args.bias_lr_fixed)
+        augment.noise_on = state.schedule.colour_noise
         if main_process:
             append_log(log_path, record)
             tqdm.write(_epoch_line(record, args))

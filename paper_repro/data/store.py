@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from paper_repro.data.class_names import class_words, names_known, short_names
 from paper_repro.data.raw import RAW, RawShards, empty_batch, store_format
 
 MANIFEST = "manifest.json"
@@ -90,9 +91,8 @@ class ImageNetStore:
         size = int((manifest.get("settings") or {}).get("size", 256))
         self.image_shape = (size, size, 3)  # every image of the store: 256x256x3, or CIFAR's native 32x32x3
         self.store_format = store_format(manifest.get("settings"))  # "jpeg" or "raw"
-        # Names of the classes (words.txt's entries) where the build recorded them; None in older stores.
-        words = manifest.get("class_words")
-        self.class_words = list(words) if words and len(words) == len(self.classes) else None
+        # The classes in words (the build's, else the shipped ILSVRC-2012 table's); None where nothing names them.
+        self.class_words = _store_words(self.root, manifest)
         folder = os.path.join(self.root, split)
         index = np.load(os.path.join(folder, "index.npy"))
         self.shards = index[:, 0].copy()  # the shard number of each image
@@ -222,6 +222,31 @@ def _manifest_and_settings(root):
     manifest = _read_json(os.path.join(root, MANIFEST)) if root else {}
     settings = manifest.get("settings") or (_read_json(os.path.join(root, "build.json")) if root else {})
     return manifest, settings
+
+
+def _store_words(root, manifest):
+    """The words of each class of a store (data/class_names.py); None for a generated set or where none are known."""
+    classes, words = manifest.get("classes") or [], manifest.get("class_words")
+    words = list(words) if words and len(words) == len(classes) else None
+    if is_generated(root):
+        return words  # a generated set's placeholders: its ids may match real wnids by chance
+    return class_words(classes, words) if names_known(classes, words) else None
+
+
+def class_names(root):
+    """STORE's classes in words, one short unique name per class ("beagle"), for reports and figures.
+
+    The manifest's class_names where the build recorded them, else made from its class_words and the
+    shipped ILSVRC-2012 table (stores built before it); None for a generated set, a store where nothing
+    names the classes, or a folder without a manifest.
+    """
+    manifest = _read_json(os.path.join(root, MANIFEST)) if root else {}
+    classes = manifest.get("classes") or []
+    words = _store_words(root, manifest)
+    if not classes or words is None or is_generated(root):
+        return None
+    names = manifest.get("class_names")
+    return list(names) if names and len(names) == len(classes) else short_names(classes, words)
 
 
 def is_generated(root):
