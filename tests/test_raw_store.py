@@ -274,3 +274,19 @@ def test_train_runs_on_a_raw_store(pair, tmp_path, one_thread):
     assert len(log) == 1 and log[0]["steps"] == 3 and np.isfinite(log[0]["train_loss"])
     with open(os.path.join(run, "config.json")) as f:
         assert json.load(f)["train_images"] == 12
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_raw_batches_on_a_gpu_equal_the_cpu_ones_and_augment_alike(pair):
+    from paper_repro.data.augment import TrainPatch, batch_generator
+    _, raw_root, _ = pair
+    store, stats = ImageNetStore(raw_root, "train"), load_stats(raw_root)
+    order = epoch_order(len(store), 0, 0)
+    cpu = list(BatchLoader(store, order, 5))
+    gpu = list(BatchLoader(store, order, 5, pin_memory=True, device="cuda", decode="gpu"))  # nothing to decode
+    patch = TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"])
+    for k, ((a, la), (b, lb)) in enumerate(zip(cpu, gpu)):
+        assert b.is_cuda and torch.equal(b.cpu(), a) and torch.equal(lb.cpu(), la)
+        # the device's gather on the planar batch gives the CPU slices' numbers
+        torch.testing.assert_close(patch(b, batch_generator(0, 0, k)).cpu(), patch(a, batch_generator(0, 0, k)),
+                                   rtol=0, atol=0)
