@@ -12,6 +12,7 @@ import time
 import zlib
 
 import numpy as np
+import pytest
 from conftest import ROOT
 from PIL import Image
 from scipy.io import loadmat
@@ -252,11 +253,12 @@ def _cli(*args, **kw):
                             stderr=subprocess.PIPE, start_new_session=True, **kw)
 
 
-def test_sigkill_mid_build_then_rerun_equals_uninterrupted_build(tmp_path):
+@pytest.mark.parametrize("fmt", ["jpeg", "raw"])
+def test_sigkill_mid_build_then_rerun_equals_uninterrupted_build(tmp_path, fmt):
     src = make_demo_imagenet(tmp_path / "src", 8, 10, 2, seed=5)
     ref, out = tmp_path / "ref", tmp_path / "out"
-    _build(src, ref, workers=2)
-    p = _cli("--source", src, "--out", str(out), "--workers", "2")
+    _build(src, ref, workers=2, fmt=fmt)
+    p = _cli("--source", src, "--out", str(out), "--workers", "2", "--format", fmt)
     deadline = time.time() + 60
     while time.time() < deadline and not (out / "train" / "shard-00000.json").exists():
         time.sleep(0.002)
@@ -265,7 +267,7 @@ def test_sigkill_mid_build_then_rerun_equals_uninterrupted_build(tmp_path):
     assert not (out / "manifest.json").exists(), "killed too late to test resuming"
     assert p.returncode == -signal.SIGKILL
     done_before = len(list((out / "train").glob("shard-*.json")))
-    q = _cli("--source", src, "--out", str(out), "--workers", "2")
+    q = _cli("--source", src, "--out", str(out), "--workers", "2")  # --format auto: the partial build's
     stdout, stderr = q.communicate(timeout=120)
     assert q.returncode == 0, stderr.decode()
     assert 1 <= done_before < 9
@@ -412,7 +414,7 @@ def test_ilsvrc2010_patch_images_and_gzipped_files(tmp_path):
 def test_verify_reports_ok_then_detects_damage(tmp_path, capsys):
     src = make_demo_imagenet(tmp_path / "src", 2, 3, 2, seed=6)
     store = tmp_path / "s"
-    assert B.main(["--source", str(src), "--out", str(store), "--verify", "--workers", "1",
+    assert B.main(["--source", str(src), "--out", str(store), "--verify", "--workers", "1", "--format", "jpeg",
                    "--no-progress"]) == 0
     assert capsys.readouterr().out.strip().endswith(f"verify {store}: OK")
     stats = json.loads((store / "stats.json").read_text())
