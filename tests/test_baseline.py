@@ -25,7 +25,7 @@ def test_one_epoch_logs_and_scores_with_ten_views_and_resumes(tiny_store, tmp_pa
     args = ["--data", tiny_store, "--out", run, "--epochs", "1", "--batch-size", "16", "--workers", "0",
             "--log-every", "1", "--no-progress"]
     result = main(get_args_parser().parse_args(args))
-    assert result["views"] == 10 and result["images"] == 16 and result["epochs"] == 1
+    assert result["views"] == 10 and result["images"] == 16 and result["epochs_done"] == 1
     assert 0 <= result["top1_error"] <= 1 and 0 <= result["top5_error"] <= result["top1_error"]
     with open(os.path.join(run, "log.jsonl")) as f:
         log = [json.loads(line) for line in f]

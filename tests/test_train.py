@@ -127,7 +127,8 @@ def test_kill9_mid_epoch_then_resume_is_bit_identical(tiny_store, tmp_path):
     assert left["epoch"] == 0 and 0 < left["step"] < 6, "the kill must land mid-epoch, after a mid-epoch checkpoint"
     resumed = subprocess.run(_train_cmd(tiny_store, killed, *args, "--resume"), env=_env(), check=True,
                              capture_output=True, text=True)
-    assert f"resuming {killed} at epoch 1, batch {left['step']} " in resumed.stdout  # not a restart from scratch
+    assert f"resuming {killed} after batch {left['step']} of epoch 1 (epochs done: 0, steps done: {left['step']}; " \
+        in resumed.stdout  # not a restart from scratch
     out, err = reference.communicate()
     assert reference.returncode == 0, err
     a, b = load_checkpoint(os.path.join(whole, "checkpoint.pt")), load_checkpoint(os.path.join(killed, "checkpoint.pt"))
@@ -154,7 +155,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tiny_store, tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err  # interrupted: `train && evaluate` must not score a half-trained net
     last = err.strip().splitlines()[-1]
-    assert last.startswith("paper_repro.train: interrupted: stopped at epoch ") and last.endswith(
+    assert last.startswith("paper_repro.train: interrupted: stopped after ") and last.endswith(
         f"; checkpoint {run}/checkpoint.pt; continue with the same command plus --resume")
     ckpt = load_checkpoint(os.path.join(run, "checkpoint.pt"))
     assert ckpt["epoch"] * 6 + ckpt["step"] >= 1 and ckpt["epoch"] < 50 and not ckpt["finished"]
@@ -211,7 +212,7 @@ def test_help_says_how_torchrun_works():
 
 
 def test_nan_loss_stops_with_a_message(tiny_store, tmp_path):
-    with pytest.raises(FloatingPointError, match="training loss became (nan|inf|-inf) at epoch 1, batch"):
+    with pytest.raises(FloatingPointError, match="training loss became (nan|inf|-inf) by batch [0-9]+ of epoch 1: "):
         main(parse_args(["--data", tiny_store, "--out", str(tmp_path / "run"), *FAST, "--epochs", "1",
                          "--batch-size", "8", "--lr", "1e12", "--log-every", "1", "--checkpoint-every", "1"]))
 
