@@ -167,7 +167,8 @@ def main(args):
             "images_per_s": images / seconds, "train_images": images, "lr": lr})
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                     "schedule": schedule.state_dict(), "rng": rng_state(), "epoch": epoch})
-        tqdm.write(f"epoch {epoch}/{args.epochs}: train loss {loss_sum / images:.4f} | val top-1 (centre) {val_top1:.4f} | "
+        tqdm.write(f"epoch {epoch}/{args.epochs}: train loss {loss_sum / images:.4f} | val top-1 (centre) "
+                   f"{val_top1:.4f} | "
                    f"{images / seconds:.0f} img/s (training steps)")
     probs = evaluate([model], val_store, np.zeros((256, 256, 3), np.float32), views=10, workers=args.workers,
                      progress=args.progress)

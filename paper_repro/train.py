@@ -156,7 +156,8 @@ def start_line(args, train_images, val_images, num_classes, steps_per_epoch, dev
     processes = f" per process, {world_size} processes" if world_size > 1 else ""
     return (f"train {args.out}: {train_images} training images of {num_classes} classes (val: {val_images}) from "
             f"{args.data} | {steps_per_epoch} steps of {args.batch_size // world_size} images per epoch"
-            f"{processes}, {args.epochs} epoch{'s' if args.epochs != 1 else ''} at most | devices {', '.join(devices)} ({chosen}) | recipe: {recipe}"
+            f"{processes}, {args.epochs} epoch{'s' if args.epochs != 1 else ''} at most | devices "
+            f"{', '.join(devices)} ({chosen}) | recipe: {recipe}"
             + (f" | stall check at step {args.stall_steps}" if 0 < args.stall_steps <= args.epochs * steps_per_epoch
                else ""))
 
@@ -178,7 +179,8 @@ def end_line(args, state, record, seconds, resumed=False):
         errors = (f"; val top-1 error {record['val_top1_error']:.4f}, top-5 {record['val_top5_error']:.4f} "
                   f"(centre patch, epoch {record['epoch']})")
     return (f"train {args.out}: done {position(state.epoch)}{why} (epochs done: {state.epoch}, steps done: "
-            f"{state.global_step}) in {format_duration(seconds)}{' (this start)' if resumed else ''}{errors}. Next, the paper's ten-view test and the "
+            f"{state.global_step}) in {format_duration(seconds)}{' (this start)' if resumed else ''}{errors}. Next, "
+            f"the paper's ten-view test and the "
             f"report: python -m paper_repro.evaluate --data {data} --checkpoint "
             f"{shlex.quote(os.path.join(args.out, CHECKPOINT))} --json {eval_json} && python -m paper_repro.report "
             f"--run {out} --eval {eval_json} --out {shlex.quote(os.path.join(args.out, 'report'))}")
@@ -339,7 +341,8 @@ def _epoch_line(record, args, epoch_seconds):
                      f"left: about {format_duration(left * pace)}")
     return (f"epoch {record['epoch']}/{args.epochs}: lr {record['lr']:g} train loss {record['train_loss']:.4f} "
             f"top-1 {record['train_top1_error']:.3f} | val top-1 {record['val_top1_error']:.4f} top-5 "
-            f"{record['val_top5_error']:.4f} | {record['images_per_s']:.0f} img/s | {format_duration(epoch_seconds[-1])}"
+            f"{record['val_top5_error']:.4f} | {record['images_per_s']:.0f} img/s | "
+            f"{format_duration(epoch_seconds[-1])}"
             + remaining
             + (" | lr /10" if record["lr_dropped"] else "")
             + (f" | stop: {args.lr_max_drops} drops done" if record["stopped"] else ""))

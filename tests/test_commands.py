@@ -69,7 +69,8 @@ def test_a_missing_store_is_the_first_error_not_the_gpus(tmp_path, capsys, monke
     assert err == f"paper_repro.train: error: image store {missing} does not exist; build it with {build}\n"
     status, out, err = _run(capsys, "paper_repro.baseline", lambda: baseline.main(baseline.get_args_parser().parse_args(
         ["--data", missing, "--out", str(tmp_path / "b"), "--gpus", "0"])))
-    assert status == 2 and err == f"paper_repro.baseline: error: image store {missing} does not exist; build it with {build}\n"
+    assert (status, err) == (2, f"paper_repro.baseline: error: image store {missing} does not exist; build it "
+                                f"with {build}\n")
     status, out, err = _run(capsys, evaluate.PROG, evaluate.cli, ["--data", missing, "--checkpoint", "c.pt",
                                                                   "--gpus", "0,1"])
     assert (status, out) == (2, "")
@@ -81,8 +82,8 @@ def test_evaluate_without_gpus_runs_on_a_cpu_machine_and_says_so(tiny_store, tmp
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     ckpt = str(tmp_path / "c.pt")
     torch.save(AlexNet(num_classes=4, devices=("cpu",), width=0.125).state_dict(), ckpt)
-    evaluate.main(evaluate.get_args_parser().parse_args(["--data", tiny_store, "--checkpoint", ckpt, "--views", "1", "--workers", "0",
-                                       "--no-progress"]))
+    evaluate.main(evaluate.get_args_parser().parse_args(["--data", tiny_store, "--checkpoint", ckpt, "--views", "1",
+                                                         "--workers", "0", "--no-progress"]))
     first = capsys.readouterr().out.splitlines()[0]
     assert first == (f"evaluate: 16 val images of 4 classes from {tiny_store}, 1 view, 1 net | devices cpu "
                      f"(--gpus cpu: not given, and this machine has no CUDA device)")

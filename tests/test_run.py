@@ -266,8 +266,8 @@ def test_a_corrupt_checkpoint_resumes_from_the_previous_one(tiny_store, tmp_path
     capsys.readouterr()
     _train(tiny_store, run, "--epochs", "1", "--resume")
     out, err = capsys.readouterr()
-    assert f"resuming {run} after batch 4 of epoch 1 (epochs done: 0, steps done: 4; from {os.path.join(run, PREVIOUS)})" \
-        in out
+    previous = os.path.join(run, PREVIOUS)
+    assert f"resuming {run} after batch 4 of epoch 1 (epochs done: 0, steps done: 4; from {previous})" in out
     assert f"WARNING: checkpoint {path} is not a readable checkpoint (truncated or corrupt?)" in err
     assert "the steps after it are lost and will be trained again" in err
     assert load_checkpoint(path)["epoch"] == 1

@@ -15,8 +15,8 @@ HELP = (
 def help_text(on_cpu):
     """--gpus's help for a command whose layout without GPUs is `on_cpu` (the rule is every command's)."""
     return HELP + (f" A spec given is used as given, or refused if this machine lacks a device it names. Without "
-                   f"--gpus: '0,1' where this machine (under torchrun: this process) has two or more GPUs, '0' "
-                   f"where it has one, '{on_cpu}' where it has none; the command's first line says which")
+                   f"--gpus (the default): '0,1' where this machine (under torchrun: this process) has two or more "
+                   f"GPUs, '0' where it has one, '{on_cpu}' where it has none; the command's first line says which")
 
 
 def _environment_int(name, default):

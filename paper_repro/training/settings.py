@@ -50,8 +50,8 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         if message.startswith("the following arguments are required: "):
             missing = message.split(": ", 1)[1].split(", ")
-            message = (f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required: python -m paper_repro.train "
-                       f"--data STORE --out RUN [flags] (--help lists them)")
+            message = (f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required: "
+                       f"python -m paper_repro.train --data STORE --out RUN [flags] (--help lists them)")
         self.exit(USAGE, f"paper_repro.train: error: {message}\n")
 
 
