@@ -13,17 +13,17 @@ from paper_repro.core.atomic import atomic_write_json
 from paper_repro.core.cli import checked
 from paper_repro.core.devices import choose_devices, set_precision_policy
 from paper_repro.core.numbering import position
-from paper_repro.core.recipe import deviations
+from paper_repro.core.recipe import RECIPE_VALUES, deviations
 from paper_repro.data.augment import CentrePatch, TrainPatch
 from paper_repro.data.loader import BatchLoader, default_workers, shard_order, split_order
 from paper_repro.data.store import ImageNetStore, load_stats
 from paper_repro.nets.checkpoint import (CHECKPOINT, CheckpointError, load_checkpoint, load_run_checkpoint,
                                          remove_stale_temps, save_checkpoint)
 from paper_repro.training import distributed as dist_utils
-from paper_repro.training.build import build_model, make_schedule
+from paper_repro.training.build import build_model, make_optimizer, make_schedule
 from paper_repro.training.engine import StallCheck, Stopped, evaluate_centre, format_duration, train_one_epoch
 from paper_repro.training.host_memory import keep_freed_memory
-from paper_repro.training.optim import PaperSGD
+from paper_repro.training.param_groups import apply_learning_rates
 from paper_repro.training.run_state import RunState, append_log, rng_state, seed_dropout, seed_everything, truncate_log
 from paper_repro.training.schedule import DROP, STOP
 from paper_repro.training.settings import check_world, get_args_parser, parse_args, resolve_run
@@ -150,9 +150,11 @@ def _restore(state, model, optimizer, args, rank, num_classes, train_images):
 
 def start_line(args, train_images, val_images, num_classes, steps_per_epoch, devices, chosen, world_size):
     """The run's first line: its data, its steps, its devices (and why those), its recipe, its folder."""
-    changed = ", ".join(_as_flag(key, value) for key, _, value in deviations(vars(args)))
-    recipe = "the paper's" + (f" except {changed}" if changed else "") + (f" (--config {args.config})"
-                                                                           if args.config else "")
+    # A run from before the released recipe (recipe.LEGACY_RECIPE) is told against the paper's text it followed.
+    against = args.recipe if args.recipe in RECIPE_VALUES else "paper-text"
+    changed = ", ".join(_as_flag(key, value) for key, _, value in deviations(vars(args), against))
+    recipe = (args.recipe + (f" (compared with {against})" if against != args.recipe else "")
+              + (f" except {changed}" if changed else "") + (f" (--config {args.config})" if args.config else ""))
     processes = f" per process, {world_size} processes" if world_size > 1 else ""
     return (f"train {args.out}: {train_images} training images of {num_classes} classes (val: {val_images}) from "
             f"{args.data} | {steps_per_epoch} steps of {args.batch_size // world_size} images per epoch"
@@ -206,12 +208,11 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
     seed_everything(args.seed)  # the same init on every replica
     model, stds = build_model(args, num_classes, devices)
     seed_dropout(args.seed, rank, devices)  # each replica, and each GPU, its own dropout masks
-    optimizer = PaperSGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    optimizer = make_optimizer(model, args)
     state = RunState(make_schedule(args), world_size)
     if resume:
         _restore(state, model, optimizer, args, rank, num_classes, len(train_store))
-    for group in optimizer.param_groups:
-        group["lr"] = state.schedule.lr
+    apply_learning_rates(optimizer, state.schedule, args.lr, args.bias_lr_fixed)
 
     workers = default_workers() if args.workers is None else args.workers
     config = {k: v for k, v in vars(args).items() if k != "explicit"}
@@ -241,7 +242,9 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
                              pin_memory=on_gpu, decode=args.decode, device=device)
     augment = TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=args.input_size,
                          colour_noise=args.colour_noise_scale if args.colour_noise else None,
-                         noise_std=args.colour_noise_std, channels_last=args.channels_last)
+                         noise_std=args.colour_noise_std, channels_last=args.channels_last, mean_crop=args.mean_crop,
+                         rescale=args.colour_noise_rescale, crop_chunk=args.crop_chunk)
+    augment.noise_on = state.schedule.colour_noise  # the released schedule switches it off near the end
     centre = CentrePatch(stats["mean_image"], size=args.input_size, channels_last=args.channels_last)
     stall = StallCheck(num_classes, args.stall_steps)
 
@@ -302,8 +305,8 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
         record = _epoch_record(state, val, device, steps=len(train_loader))
         state.next_epoch(len(train_loader))
         state.finished = record["stopped"]
-        for group in optimizer.param_groups:
-            group["lr"] = state.schedule.lr
+        apply_learning_rates(optimizer, state.schedule, args.lr, args.bias_lr_fixed)
+        augment.noise_on = state.schedule.colour_noise
         epoch_seconds.append(time.perf_counter() - epoch_started)
         if main_process:
             append_log(log_path, record)

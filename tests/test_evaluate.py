@@ -229,7 +229,8 @@ def test_checkpoint_that_does_not_match_the_net(tmp_path):
     state = net.state_dict()
     state["conv1.weight"] = torch.zeros(6, 4, 11, 11)
     torch.save(state, tmp_path / "bad.pt")
-    desc = ("AlexNet(bias_init=1.0, dropout=0.5, init_std=0.01, input_size=224, lrn=code, num_classes=4, "
+    desc = ("AlexNet(bias_init=1.0, cnorm2=True, dropout=0.5, dropout_scaling=test, init_std=0.01, "
+            "init_std_conv3_5=0.03, input_size=224, lrn=code, lrn1_input=pre-relu, num_classes=4, "
             "pooling=overlapping, variant=two-column, width=0.0625)")
     with pytest.raises(ValueError) as e:
         load_model(str(tmp_path / "bad.pt"))

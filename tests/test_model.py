@@ -9,7 +9,8 @@ import torch.nn.functional as F
 import paper_repro.nets.alexnet as model_mod
 import paper_repro.nets.lrn as lrn_mod
 from paper_repro.core.recipe import PAPER
-from paper_repro.nets.alexnet import LAYERS, LINKS, AlexNet
+from paper_repro.nets.alexnet import LAYERS, AlexNet
+from paper_repro.nets.links import LINKS
 from paper_repro.nets.lrn import local_response_norm
 
 ONE, TWO = ("cpu",), ("cpu", "cpu")
@@ -42,8 +43,21 @@ def lrn_formula(x, groups, alpha):
     return torch.stack(out, 1)
 
 
-def reference(sd, x, groups=2, lrn="code", pool=(3, 2), input_size=224):
-    """The net from a canonical state_dict with torch.nn.functional only; returns (logits, post-ReLU fc7)."""
+def same_map_formula(x, size=5, scale=0.001, power=0.75):
+    """x / (1 + scale/size^2 * sum of x^2 over the size x size window, zeros beyond the border)^power, by offsets."""
+    r = size // 2
+    sq = F.pad(x * x, (r, r, r, r))
+    h, w = x.shape[2:]
+    s = sum(sq[:, :, dy:dy + h, dx:dx + w] for dy in range(size) for dx in range(size))
+    return x / (1 + scale / size ** 2 * s) ** power
+
+
+def reference(sd, x, groups=2, lrn="code", pool=(3, 2), input_size=224, lrn1_input="pre-relu", cnorm2=True):
+    """The net from a canonical state_dict with torch.nn.functional only; returns (logits, post-ReLU fc7).
+
+    The released code's order in layer 1 (layers-145.cfg): conv1 -> cmrnorm -> max-pool -> ReLU; its
+    cnorm2 after conv2's cmrnorm. The paper's text: ReLU before the normalisation, no cnorm2.
+    """
     alpha = {"code": 1e-4 / 5, "paper": 1e-4}.get(lrn)
 
     def norm(h):
@@ -51,9 +65,15 @@ def reference(sd, x, groups=2, lrn="code", pool=(3, 2), input_size=224):
 
     if input_size == 224:
         x = F.pad(x, (0, 3, 0, 3))
-    h = F.max_pool2d(norm(F.relu(F.conv2d(x, sd["conv1.weight"], sd["conv1.bias"], stride=4))), *pool)
-    h = F.max_pool2d(norm(F.relu(F.conv2d(h, sd["conv2.weight"], sd["conv2.bias"], padding=2, groups=groups))),
-                     *pool)
+    h = F.conv2d(x, sd["conv1.weight"], sd["conv1.bias"], stride=4)
+    if lrn1_input == "pre-relu" and lrn != "none":
+        h = F.relu(F.max_pool2d(norm(h), *pool))
+    else:
+        h = F.max_pool2d(norm(F.relu(h)), *pool)
+    h = norm(F.relu(F.conv2d(h, sd["conv2.weight"], sd["conv2.bias"], padding=2, groups=groups)))
+    if cnorm2 and lrn != "none":
+        h = same_map_formula(h)
+    h = F.max_pool2d(h, *pool)
     h = F.relu(F.conv2d(h, sd["conv3.weight"], sd["conv3.bias"], padding=1))
     h = F.relu(F.conv2d(h, sd["conv4.weight"], sd["conv4.bias"], padding=1, groups=groups))
     h = F.max_pool2d(F.relu(F.conv2d(h, sd["conv5.weight"], sd["conv5.bias"], padding=1, groups=groups)), *pool)
@@ -134,7 +154,8 @@ def test_init_statistics(full_nets):
         n = w.numel()
         # N(0, 0.01): the sample mean and std within 5 standard errors.
         assert abs(w.mean().item()) < 5 * 0.01 / n ** 0.5, name
-        assert abs(w.std().item() / 0.01 - 1) < 5 / (2 * n) ** 0.5, name
+        std = 0.03 if name in ("conv3", "conv4", "conv5") else 0.01  # layers-145.cfg: initW 0.03 in conv3-5
+        assert abs(w.std().item() / std - 1) < 5 / (2 * n) ** 0.5, name
         want = 1.0 if name in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
         assert torch.equal(b, torch.full_like(b, want)), name
 
@@ -227,11 +248,13 @@ def test_width_rounding():
 
 def test_config_rebuilds_the_net():
     net = AlexNet(devices=TWO, num_classes=7, width=0.125, input_size=227, lrn="paper",
-                  pooling="non-overlapping", bias_init=0.1, dropout=0.3, init_std=0.02)
+                  pooling="non-overlapping", bias_init=0.1, dropout=0.3, init_std=0.02, init_std_conv3_5=0.04,
+                  lrn1_input="post-relu", cnorm2=False, dropout_scaling="inverted")
     config = json.loads(json.dumps(net.config()))
     assert config == {"num_classes": 7, "width": 0.125, "input_size": 227, "lrn": "paper",
                       "pooling": "non-overlapping", "variant": "two-column", "bias_init": 0.1, "dropout": 0.3,
-                      "init_std": 0.02}
+                      "init_std": 0.02, "init_std_conv3_5": 0.04, "lrn1_input": "post-relu", "cnorm2": False,
+                      "dropout_scaling": "inverted"}
     again = AlexNet(devices=ONE, **config)
     assert again.config() == config and again.canonical_shapes() == net.canonical_shapes()
 
@@ -246,10 +269,11 @@ def test_init_std_sets_the_weights_std_from_the_same_draws():
     torch.manual_seed(3)
     paper = AlexNet(devices=TWO, **SMALL).state_dict()
     torch.manual_seed(3)
-    wide = AlexNet(devices=TWO, init_std=0.05, **SMALL).state_dict()
+    wide = AlexNet(devices=TWO, init_std=0.05, init_std_conv3_5=0.06, **SMALL).state_dict()
     for key in paper:
         if key.endswith(".weight"):  # the same standard normal draws, scaled by the std
-            torch.testing.assert_close(wide[key], paper[key] * 5, rtol=1e-6, atol=0)
+            factor = 2 if key.split(".")[0] in ("conv3", "conv4", "conv5") else 5  # 0.06 / 0.03, 0.05 / 0.01
+            torch.testing.assert_close(wide[key], paper[key] * factor, rtol=1e-6, atol=0)
         else:
             assert torch.equal(wide[key], paper[key]), key
     fc6 = wide["fc6.weight"]
@@ -261,6 +285,7 @@ def test_init_std_sets_the_weights_std_from_the_same_draws():
 
 CONFIGS = {
     "default": dict(),
+    "paper-text-order": dict(lrn1_input="post-relu", cnorm2=False),
     "paper-lrn-227": dict(lrn="paper", input_size=227),
     "no-lrn-2x2-pool": dict(lrn="none", pooling="non-overlapping"),
     "one-column-half": dict(variant="one-column-half"),
@@ -279,7 +304,8 @@ def test_forward_and_gradients_match_independent_grouped_computation(layout, nam
     sd = {k: v.detach().clone().requires_grad_(True) for k, v in net.state_dict().items()}
     groups = 1 if options.get("variant") == "one-column-half" else 2
     pool = (2, 2) if options.get("pooling") == "non-overlapping" else (3, 2)
-    want, want_fc7 = reference(sd, x_ref, groups, options.get("lrn", "code"), pool, size)
+    want, want_fc7 = reference(sd, x_ref, groups, options.get("lrn", "code"), pool, size,
+                               options.get("lrn1_input", "pre-relu"), options.get("cnorm2", True))
 
     got = net(x)
     assert got.shape == (2, 10) and got.dtype == torch.float64
@@ -517,9 +543,10 @@ def test_dropout_is_on_in_train_and_off_in_eval():
         assert (net.fc7_features(x) >= 0).all()  # post-ReLU
 
 
+@pytest.mark.parametrize("scaling", ["test", "inverted"])
 @pytest.mark.parametrize("layout", [ONE, TWO], ids=["one-device", "two-column"])
-def test_dropout_drops_half_of_the_post_relu_fc6_and_fc7_outputs(layout):
-    net = AlexNet(devices=layout, **SMALL).train()
+def test_dropout_drops_half_of_the_post_relu_fc6_and_fc7_outputs(layout, scaling):
+    net = AlexNet(devices=layout, dropout_scaling=scaling, **SMALL).train()
     m = net.columns[0] if net.two_column else net
     seen = {}
     for name, module in (("drop6", m.drop6), ("drop7", net.drop7)):
@@ -530,9 +557,14 @@ def test_dropout_drops_half_of_the_post_relu_fc6_and_fc7_outputs(layout):
     for name, (inp, out) in seen.items():
         assert (inp >= 0).all(), name  # dropout acts on the ReLU's output, as in the paper
         kept = out != 0
-        torch.testing.assert_close(out[kept], 2 * inp[kept])  # inverted dropout: x2 in training, x1 at test
+        # The paper's (section 4.2) and the code's: kept outputs unchanged in training, x0.5 at test;
+        # torch's inverted dropout: x2 in training, unchanged at test.
+        torch.testing.assert_close(out[kept], (1 if scaling == "test" else 2) * inp[kept])
         dropped = (~kept & (inp != 0)).sum() / (inp != 0).sum()
         assert 0.4 < dropped.item() < 0.6, name
+    module = m.drop6.eval()
+    x = torch.rand(3, 5)
+    assert torch.equal(module(x), x * 0.5 if scaling == "test" else x)
 
 
 def test_state_dict_hooks_respect_a_parent_prefix():

@@ -14,7 +14,7 @@ import torch
 
 from paper_repro.core.cli import UsageError
 from paper_repro.core.cli import run as run_command
-from paper_repro.core.recipe import PAPER, PAPER_CLASSES, RECIPE
+from paper_repro.core.recipe import PAPER, PAPER_CLASSES, RECIPE, RECIPE_VALUES, RECIPES
 from paper_repro.data.store import ImageNetStore, dataset_identity
 from paper_repro.evaluate import get_args_parser as eval_parser
 from paper_repro.evaluate import main as eval_main
@@ -154,10 +154,10 @@ def test_report_from_a_hand_built_run(tiny_store, tmp_path):
             f"{100 * res['top1_error']:.2f} | 0.00 | 10 | run/checkpoint.pt | 16 |") in md
     assert "| ILSVRC-2012 | val | 1 CNN | 40.7 | 18.2 |  |  |  |  |  |" in md  # no measured cells there
     assert "learning rate 0.01 -> 0.001; dropped (/10) after epoch 2 (dashed red line)." in md
-    assert "| net width multiplier | 1 | 0.0625 | **DEVIATION** |" in md
-    assert "| batch size | 128 | 16 | **DEVIATION** |" in md
-    assert "| bf16 autocast (paper: fp32) | off | on | **DEVIATION** |" in md
-    assert "| momentum | 0.9 | 0.9 | as the paper |" in md
+    assert "| net width multiplier | 1 | 1 | 0.0625 | **DEVIATION** |" in md
+    assert "| batch size | 128 | 128 | 16 | **DEVIATION** |" in md
+    assert "| bf16 autocast (paper: fp32) | off | off | on | **DEVIATION** |" in md
+    assert "| momentum | 0.9 | 0.9 | 0.9 | as both |" in md
     assert "Searched: all 48 training images." in md
 
 
@@ -178,7 +178,9 @@ def test_report_from_a_tiny_real_run(tiny_store, tmp_path):
         "--pool", "16", "--queries", "3")
     md = check_report(out)
     assert "dropped (/10) after epoch 1 (dashed red line)." in md
-    assert "| learning-rate schedule | `plateau` | `step` | **DEVIATION** |" in md
+    assert "| learning-rate schedule | `released` | `plateau` | `step` | **DEVIATION** |" in md
+    assert "Recipe: `released-2012`, the authors' released 2012 code" in md
+    assert "| same-map normalisation after conv2's (cnorm2) | on | off | on | as released-2012 |" in md
     assert "| 1 | run/checkpoint.pt | 16 |" in md  # the 1-view evaluation of the run's checkpoint
     assert "Searched: 16 of the 48 training images" in md
     assert "3 validation images" in md
@@ -205,18 +207,38 @@ def deviation_lines(config):
 
 
 def test_every_recipe_key_is_one_deviation_line():
-    paper = {**PAPER, "num_classes": PAPER_CLASSES}
-    summary, lines = deviation_lines(paper)
-    assert summary == "0 deviations from the paper's recipe." and lines == []
+    for recipe in RECIPES:
+        paper = {**RECIPE_VALUES[recipe], "num_classes": PAPER_CLASSES, "recipe": recipe}
+        summary, lines = deviation_lines(paper)
+        assert summary.startswith(f"Recipe: `{recipe}`, ") and lines == []
+        assert summary.endswith("0 settings differ from both the released code and the paper's text."), summary
+    paper = {**PAPER, "num_classes": PAPER_CLASSES, "recipe": "released-2012"}
     for key in [*RECIPE, "num_classes"]:
-        what = RECIPE[key][1] if key in RECIPE else "classes"
-        summary, lines = deviation_lines({**paper, key: changed(paper[key])})
+        what = RECIPE[key][2] if key in RECIPE else "classes"
+        text = RECIPE_VALUES["paper-text"].get(key, PAPER_CLASSES)
+        if key in RECIPE and text != paper[key]:
+            # the paper's text: no deviation, and the row says which recipe the value is
+            md = config_section({**paper, key: text})
+            assert not [line for line in md if "**DEVIATION**" in line], key
+            assert any(line.startswith(f"| {what} | ") and line.endswith("| as paper-text |") for line in md), key
+            if isinstance(text, bool):
+                continue  # a switch has no third value
+        value = changed(paper[key]) if not isinstance(paper[key], str) else paper[key] + "-other"
+        summary, lines = deviation_lines({**paper, key: value})
         assert len(lines) == 1 and lines[0].startswith(f"| {what} | "), (key, lines)
-        assert summary.startswith(f"1 deviation from the paper's recipe: {what} "), (key, summary)
+        assert "1 setting differs from both the released code and the paper's text: " + what in summary, (key, summary)
     # a value recorded only in model_config counts too (older runs wrote the net's settings there)
     nested = {k: v for k, v in paper.items() if k != "init_std"}
     _, lines = deviation_lines({**nested, "model_config": {"init_std": 0.02}})
-    assert lines == ["| std of the N(0, std) weight init | 0.01 | 0.02 | **DEVIATION** |"]
+    assert lines == ["| std of the N(0, std) weight init (conv1, conv2, fc6-fc8) | 0.01 | 0.01 | 0.02 | **DEVIATION** |"]
+
+
+def test_a_run_from_before_the_recipe_keys_reads_as_what_it_ran():
+    # config.json of a run written before the released recipe existed: no recipe, no new keys
+    old = {k: v for k, v in RECIPE_VALUES["paper-text"].items() if k in ("lr_schedule", "epochs", "init_std")}
+    md = config_section(old)
+    assert md[2].startswith("Recipe: `before-released-source`, the paper's text as this project read it")
+    assert "| dropout's scaling (test: outputs x0.5 at test time) | `test` | `test` | `inverted` | **DEVIATION** |" in md
 
 
 # ----------------------------------------------------------------------------- chance level

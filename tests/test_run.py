@@ -148,13 +148,14 @@ def test_only_the_previous_checkpoint_left_still_resumes(tmp_path):
 @pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
 def test_init_stds_keep_every_layers_gain_as_at_width_1():
     one = AlexNet(num_classes=10, devices=("meta",))
-    assert set(init_stds(one, 0.01, "fan-in").values()) == {0.01}  # width 1: exactly the paper
+    recipe = {k: 0.03 if k.split(".")[0] in ("conv3", "conv4", "conv5") else 0.01 for k in init_stds(one, "fan-in")}
+    assert init_stds(one, "fan-in") == recipe  # width 1: exactly the recipe's (layers-145.cfg: 0.03 in conv3-5)
     half = AlexNet(num_classes=10, devices=("meta",), width=0.5)
-    stds = init_stds(half, 0.01, "fan-in")
+    stds = init_stds(half, "fan-in")
     assert stds["conv1.weight"] == 0.01  # its fan-in (3 x 11 x 11) does not change with width
     for key in ("conv2.weight", "conv3.weight", "fc6.weight", "fc7.weight", "fc8.weight"):
-        assert math.isclose(stds[key], 0.01 * math.sqrt(2)), key
-    assert set(init_stds(half, 0.01, "none").values()) == {0.01}
+        assert math.isclose(stds[key], recipe[key] * math.sqrt(2)), key
+    assert init_stds(half, "none") == recipe
 
 
 def test_build_model_draws_each_layer_with_its_std(tmp_path):
@@ -328,7 +329,7 @@ def test_ctrl_c_exits_non_zero_after_a_checkpoint(tiny_store, tmp_path):
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"lr_schedule": "cosine"}, "lr_schedule 'cosine': must be one of plateau, step"),
+    ({"lr_schedule": "cosine"}, "lr_schedule 'cosine': must be one of released, released-2010, plateau, step"),
     ({"log_every": 0}, "log_every 0: must be a positive integer, got 0"),
     ({"input_size": 225}, "input_size 225: must be one of 224, 227"),
 ])

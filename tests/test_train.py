@@ -272,7 +272,7 @@ def test_a_run_says_what_it_does_first_what_it_did_last_and_counts_one_way(tiny_
     main(parse_args(argv + ["--epochs", "1"]))
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == (f"train {run}: 48 training images of 4 classes (val: 16) from {tiny_store} | 6 steps of 8 "
-                        f"images per epoch, 1 epoch at most | devices cpu, cpu (--gpus cpu,cpu) | recipe: the paper's "
+                        f"images per epoch, 1 epoch at most | devices cpu, cpu (--gpus cpu,cpu) | recipe: released-2012 "
                         f"except --width 0.125, --bias-init 0.1, --batch-size 8, --lr 0.000625, --epochs 1")
     log = _log(run)
     assert lines[1].startswith(f"epoch 1/1: lr 0.000625 train loss {log[0]['train_loss']:.4f} ")

@@ -10,10 +10,11 @@ from paper_repro.bench.common import (NUM_CLASSES, devices_or_usage_error, forwa
 from paper_repro.bench.op_count import OpCounter
 from paper_repro.core.devices import set_precision_policy
 from paper_repro.data.augment import TrainPatch, batch_generator
-from paper_repro.training.build import build_model
+from paper_repro.training.build import build_model, make_optimizer, make_schedule
 from paper_repro.training.engine import train_step
 from paper_repro.training.host_memory import keep_freed_memory
 from paper_repro.training.optim import PaperSGD
+from paper_repro.training.param_groups import apply_learning_rates
 from paper_repro.training.run_state import seed_dropout, seed_everything
 from paper_repro.training.settings import parse_args as train_parse_args
 
@@ -34,11 +35,13 @@ def training_setup(flags, num_classes, stats):
     seed_everything(settings.seed)
     model, _ = build_model(settings, num_classes, devices)
     seed_dropout(settings.seed, 0, devices)
-    optimizer = PaperSGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
-                         weight_decay=settings.weight_decay)
+    optimizer = make_optimizer(model, settings)
+    apply_learning_rates(optimizer, make_schedule(settings), settings.lr, settings.bias_lr_fixed)
     augment = TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=settings.input_size,
                          colour_noise=settings.colour_noise_scale if settings.colour_noise else None,
-                         noise_std=settings.colour_noise_std, channels_last=settings.channels_last)
+                         noise_std=settings.colour_noise_std, channels_last=settings.channels_last,
+                         mean_crop=settings.mean_crop, rescale=settings.colour_noise_rescale,
+                         crop_chunk=settings.crop_chunk)
     return settings, devices, precision, model, optimizer, augment
 
 

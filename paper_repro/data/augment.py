@@ -12,6 +12,7 @@ import contextlib
 import torch
 
 PATHS = ("auto", "gather", "slices")
+MEAN_CROPS = ("position", "centre")
 
 
 def _patch_indices(offset_y, offset_x, flip, size):
@@ -79,6 +80,30 @@ def cut_patch(image, mean, mean_flipped, top, left, size, flip, out):
     return out.sub_(mean[top:top + size, left:left + size])
 
 
+def cut_patch_centre_mean(image, centre_mean, top, left, size, flip, out):
+    """out = image[top:top+size, left:left+size] (reflected if flip) - centre_mean: the released code's mean.
+
+    convdata.py subtracts the mean image's centre crop from every patch, whatever its place or flip.
+    """
+    patch = image[top:top + size, left:left + size]
+    if flip:
+        patch = patch.permute(2, 0, 1).flip(2).permute(1, 2, 0)
+    out.copy_(patch)
+    return out.sub_(centre_mean)
+
+
+def centre_crop(mean, size):
+    """The size x size centre of an H x W x C mean image (the patch CentrePatch cuts)."""
+    top, left = (mean.shape[0] - size) // 2, (mean.shape[1] - size) // 2
+    return mean[top:top + size, left:left + size]
+
+
+def check_mean_crop(mean_crop, where):
+    """Raise a ValueError unless `mean_crop` is one of MEAN_CROPS."""
+    if mean_crop not in MEAN_CROPS:
+        raise ValueError(f"{where}: mean_crop must be one of {MEAN_CROPS}; got {mean_crop!r}")
+
+
 def _check_batch(images, where):
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[3] != 3:
         raise ValueError(f"{where}: expected a uint8 batch N x H x W x 3, got {images.dtype} {tuple(images.shape)}")
@@ -121,20 +146,28 @@ def draws_to(packed, device):
 
 
 class TrainPatch:
-    """Random patch, horizontal flip (p=0.5), PCA colour noise, minus the mean image at the patch's place.
+    """Random patch, horizontal flip (p=0.5), PCA colour noise, minus the mean image.
 
     Output: float32 N x 3 x size x size on the 0-255 scale, on the batch's device.
     colour_noise: "sqrt" adds eigvec @ (a * sqrt(eigval)) (the authors' code), "eigval" adds
     eigvec @ (a * eigval) (the paper's words taken literally), None adds nothing; a ~ N(0, noise_std)
-    per image per use.
+    per image per use. mean_crop: "position" subtracts the mean image at the patch's place (the
+    paper's per-pixel mean), "centre" its centre crop from every patch (the released code).
+    rescale: while colour noise is on, divide the patch by 1 + noise_std (the released code, so the
+    noisy training inputs keep the test inputs' scale). crop_chunk: consecutive images sharing one
+    offset and flip (the released code's 32). noise_on: switched off by the released schedule.
     """
 
     def __init__(self, mean_image, eigval, eigvec, size=224, colour_noise="sqrt", noise_std=0.1,
-                 flip=True, channels_last=False, path="auto"):
+                 flip=True, channels_last=False, path="auto", mean_crop="position", rescale=False, crop_chunk=1):
         """The augmentation of section 4.1 (see the class docstring); `path` picks gather or slices (module docstring)."""
         if colour_noise not in ("sqrt", "eigval", None):
             raise ValueError(f"colour_noise must be 'sqrt', 'eigval' or None, got {colour_noise!r}")
         check_path(path, "TrainPatch")
+        check_mean_crop(mean_crop, "TrainPatch")
+        if not (isinstance(crop_chunk, int) and crop_chunk >= 1):
+            raise ValueError(f"TrainPatch: crop_chunk must be an integer >= 1; got {crop_chunk!r}")
+        self.mean_crop, self.rescale, self.crop_chunk, self.noise_on = mean_crop, bool(rescale), crop_chunk, True
         self.mean_image = torch.as_tensor(mean_image, dtype=torch.float32)
         self._cpu_means = None  # (mean image, its reflection) for the slices path, made on first use
         self._device_means = {}  # device -> the mean image there, for the gather path
@@ -151,9 +184,12 @@ class TrainPatch:
     def draw(self, n, generator):
         """The random choices for n images: (offset_y, offset_x, flip, a) on the CPU."""
         h, w = self.mean_image.shape[:2]
-        oy = torch.randint(0, h - self.size + 1, (n,), generator=generator)
-        ox = torch.randint(0, w - self.size + 1, (n,), generator=generator)
-        flip = torch.rand(n, generator=generator) < 0.5
+        chunks = -(-n // self.crop_chunk)  # one offset and flip per chunk of consecutive images
+        oy = torch.randint(0, h - self.size + 1, (chunks,), generator=generator)
+        ox = torch.randint(0, w - self.size + 1, (chunks,), generator=generator)
+        flip = torch.rand(chunks, generator=generator) < 0.5
+        if self.crop_chunk > 1:
+            oy, ox, flip = (t.repeat_interleave(self.crop_chunk)[:n] for t in (oy, ox, flip))
         if not self.flip:
             flip = torch.zeros_like(flip)
         a = torch.randn(n, 3, generator=generator) * self.noise_std
@@ -173,10 +209,15 @@ class TrainPatch:
                              f"of the store the batches come from (load_stats(STORE)['mean_image'])")
         oy, ox, flip, a = self.draw(images.shape[0], generator)
         # The shift is computed here, on the CPU, for both paths: every device adds the same numbers.
-        shift = self.shift(a) if self.colour_noise is not None else None
+        noisy = self.colour_noise is not None and self.noise_on
+        shift = self.shift(a) if noisy else None
         if resolve_path(self.path, images, "TrainPatch") == "slices":
-            return self._slices(images, oy, ox, flip, shift)
-        return self._gather(images, oy, ox, flip, shift)
+            x = self._slices(images, oy, ox, flip, shift)
+        else:
+            x = self._gather(images, oy, ox, flip, shift)
+        if noisy and self.rescale:
+            x.div_(1.0 + self.noise_std)  # convdata.py: cropped /= 1 + color_noise_coeff
+        return x
 
     def _gather(self, images, oy, ox, flip, shift):
         """The gather path: the draws reach the device in one copy, then crop + flip is one gather."""
@@ -187,7 +228,10 @@ class TrainPatch:
             self._device_means[str(dev)] = self.mean_image.to(dev)
         mean = self._device_means[str(dev)]
         rows, cols = _patch_indices(oy, ox, flip, self.size)
-        x = _gather(images, rows, cols).float() - mean[rows[:, :, None], cols[:, None, :]]
+        if self.mean_crop == "centre":
+            x = _gather(images, rows, cols).float() - centre_crop(mean, self.size)
+        else:
+            x = _gather(images, rows, cols).float() - mean[rows[:, :, None], cols[:, None, :]]
         if shift is not None:
             x += shift_here[:, None, None, :]
         return _to_nchw(x, self.channels_last)
@@ -196,10 +240,14 @@ class TrainPatch:
         """The slices path (CPU): per-image slices written into one preallocated output (equal to the gather's)."""
         if self._cpu_means is None:
             self._cpu_means = mean_in_layout(self.mean_image, self.channels_last)
+        centre = centre_crop(self._cpu_means[0], self.size) if self.mean_crop == "centre" else None
         out, hwc = _empty_patches(images.shape[0], self.size, self.channels_last)
         with one_thread():
             for n, (top, left, flipped) in enumerate(zip(oy.tolist(), ox.tolist(), flip.tolist())):
-                cut_patch(images[n], *self._cpu_means, top, left, self.size, flipped, hwc[n])
+                if centre is not None:
+                    cut_patch_centre_mean(images[n], centre, top, left, self.size, flipped, hwc[n])
+                else:
+                    cut_patch(images[n], *self._cpu_means, top, left, self.size, flipped, hwc[n])
                 if shift is not None:
                     hwc[n].add_(shift[n])  # not hwc[n] += ...: its __setitem__ copies the patch onto itself
         return out

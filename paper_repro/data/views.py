@@ -1,7 +1,8 @@
 """The paper's test-time views: four corner patches, the centre patch and their reflections."""
 import torch
 
-from paper_repro.data.augment import check_path, cut_patch, mean_in_layout, one_thread, resolve_path
+from paper_repro.data.augment import (centre_crop, check_mean_crop, check_path, cut_patch, cut_patch_centre_mean,
+                                      mean_in_layout, one_thread, resolve_path)
 
 # Order of the views in the output (per image). The centre comes first so that `--views 1` is the
 # first of the ten; the reflections follow in the same order.
@@ -41,14 +42,17 @@ class TenViews:
     """Cut the paper's 10 test views (or the centre alone) from uint8 N x 256 x 256 x 3 batches.
 
     Output: float32 (N*V) x 3 x S x S, image-major (the V views of image 0 first), each patch minus
-    the mean image at that patch's own location. Runs on the device of the batch, by one gather
+    the mean image at that patch's own location (mean_crop="position", the paper's per-pixel mean)
+    or minus its centre crop (mean_crop="centre", the released code, which does so for all ten). Runs on the device of the batch, by one gather
     (path="gather", the GPU's) or by slices into one output (path="slices", the CPU's); "auto"
     picks by device, and the two give the same numbers bit for bit.
     """
 
-    def __init__(self, mean_image, input_size=224, views=10, path="auto"):
+    def __init__(self, mean_image, input_size=224, views=10, path="auto", mean_crop="position"):
         """Cut `views` views of size `input_size` from batches whose mean image is `mean_image` (H x H x 3)."""
         check_path(path, "TenViews")
+        check_mean_crop(mean_crop, "TenViews")
+        self.mean_crop = mean_crop
         if views not in (1, 10):
             raise ValueError(f"views must be 10 (the paper's test) or 1 (centre patch), got {views}")
         mean_image = torch.as_tensor(mean_image, dtype=torch.float32)
@@ -65,7 +69,10 @@ class TenViews:
         key = str(device)
         if key not in self._cache:
             rows, cols = _index_grids(self.input_size, self.views, self.image_size, device)
-            mean = self.mean_image.to(device)[rows, cols]  # V x S x S x 3
+            if self.mean_crop == "centre":
+                mean = centre_crop(self.mean_image.to(device), self.input_size)  # S x S x 3, every view
+            else:
+                mean = self.mean_image.to(device)[rows, cols]  # V x S x S x 3
             self._cache[key] = (rows, cols, mean)
         return self._cache[key]
 
@@ -106,8 +113,13 @@ class TenViews:
                              f"got {out.dtype} {tuple(out.shape)} on {out.device}")
         offsets = view_offsets(s, self.image_size)
         cuts = [(top, left, flip) for flip in (False, True) for top, left in offsets][:v]  # VIEW_NAMES order
+        centre = centre_crop(self._cpu_mean[0], s) if self.mean_crop == "centre" else None
         with one_thread():  # image by image: one image's patches stay in cache (faster than view by view)
             for i in range(n):
                 for k, (top, left, flip) in enumerate(cuts):
-                    cut_patch(images[i], *self._cpu_mean, top, left, s, flip, out[i * v + k].permute(1, 2, 0))
+                    target = out[i * v + k].permute(1, 2, 0)
+                    if centre is not None:
+                        cut_patch_centre_mean(images[i], centre, top, left, s, flip, target)
+                    else:
+                        cut_patch(images[i], *self._cpu_mean, top, left, s, flip, target)
         return out

@@ -9,13 +9,14 @@ import math
 import os
 
 from paper_repro.core.atomic import atomic_write
-from paper_repro.core.recipe import PAPER_CLASSES, RECIPE, deviations
+from paper_repro.core.recipe import LEGACY_RECIPE, PAPER_CLASSES, RECIPE, RECIPE_VALUES, deviations, with_legacy
 from paper_repro.data.store import (MANIFEST, ImageNetStore, dataset_identity, is_generated, load_stats,
                                     store_classes)
 from paper_repro.evaluation.colour import RANDOM_COLOUR_RATIO, compare_columns
 from paper_repro.evaluation.features import nearest_neighbours
 from paper_repro.evaluation.figures import (as_percent, conv1_columns, plot_conv1, plot_curves, plot_neighbours,
                                             plot_step_losses, short_names)
+from paper_repro.evaluation.released_runs import released_section
 from paper_repro.nets.checkpoint import CHECKPOINT, load_model
 
 PROG = "python -m paper_repro.report"  # errors name the command the user ran
@@ -27,7 +28,8 @@ PAPER_ROWS = (
     ("ILSVRC-2012", "val", 5, 38.1, 16.4),
     ("ILSVRC-2012", "test", 5, None, 16.4),
 )
-DEVIATION, AS_PAPER, NOT_RECORDED = "**DEVIATION**", "as the paper", "not recorded"
+DEVIATION, NOT_RECORDED = "**DEVIATION**", "not recorded"
+BOTH, AS_RELEASED, AS_TEXT = "as both", "as released-2012", "as paper-text"
 EVAL_KEYS = ("top1_error", "top5_error", "split", "views", "checkpoints")
 
 
@@ -72,24 +74,34 @@ def read_eval(path):
 
 
 def recipe_rows(config):
-    """Rows (what, paper's value, this run's value or "-", status) comparing config.json to recipe.PAPER.
+    """Rows (what, released-2012 value, paper-text value, this run's value or "-", status) for every recipe key.
 
-    A key is looked up in config.json and then in its "model_config"; the number of classes
-    (recipe.PAPER_CLASSES) is listed too, after the net's settings.
+    A key is looked up in config.json and then in its "model_config"; a run written before a key
+    existed gets what the key meant then (recipe.with_legacy). The number of classes
+    (recipe.PAPER_CLASSES) is listed too, after the net's settings. Status: which recipe the value
+    is (both, one of them) or DEVIATION when it is neither.
     """
     settings = {**(config.get("model_config") or {}), **{k: v for k, v in config.items() if k != "model_config"}}
-    deviating = {key for key, _, _ in deviations(settings)}
-    if "num_classes" in settings and settings["num_classes"] != PAPER_CLASSES:
-        deviating.add("num_classes")
-    entries = [(key, what, paper) for key, (paper, what, _) in RECIPE.items()]
-    after = [k for k, _, _ in entries].index("dropout") + 1 if "dropout" in RECIPE else len(entries)
-    entries.insert(after, ("num_classes", "classes", PAPER_CLASSES))
+    if settings:
+        settings = with_legacy(settings)
+    released = {key for key, _, _ in deviations(settings, "released-2012")}
+    text = {key for key, _, _ in deviations(settings, "paper-text")}
+    keys = list(RECIPE)
+    keys.insert(keys.index("dropout_scaling") + 1, "num_classes")
     rows = []
-    for key, what, paper in entries:
-        if key not in settings:
-            rows.append((what, paper, "-", NOT_RECORDED))
+    for key in keys:
+        if key == "num_classes":
+            what, code, printed = "classes", PAPER_CLASSES, PAPER_CLASSES
+            off = "num_classes" in settings and settings["num_classes"] != PAPER_CLASSES
+            status = DEVIATION if off else BOTH
         else:
-            rows.append((what, paper, settings[key], DEVIATION if key in deviating else AS_PAPER))
+            what, code, printed = RECIPE[key][2], RECIPE_VALUES["released-2012"][key], RECIPE_VALUES["paper-text"][key]
+            status = {(False, False): BOTH, (False, True): AS_RELEASED, (True, False): AS_TEXT,
+                      (True, True): DEVIATION}[(key in released, key in text)]
+        if key not in settings:
+            rows.append((what, code, printed, "-", NOT_RECORDED))
+        else:
+            rows.append((what, code, printed, settings[key], status))
     return rows
 
 
@@ -165,7 +177,7 @@ def results_table(evals, log, run_data, num_classes):
     return lines
 
 
-def results_section(evals, log, data, num_classes):
+def results_section(evals, log, data, num_classes, settings=None):
     """Markdown lines of section 1: the results table, the chance level, the top-5 caveat for <= 5 classes."""
     md = ["## 1. Results beside the paper", "",
           "Errors in %. The paper's numbers are 10-view (four corners, centre and their reflections, softmax "
@@ -179,19 +191,26 @@ def results_section(evals, log, data, num_classes):
     if num_classes is not None and num_classes <= 5:
         md += ["", f"With {num_classes} classes the top-5 error is 0 by construction (every label is among the "
                    "5 best)."]
-    return md + [""]
+    return md + [""] + released_section(settings or {})
 
 
 def config_section(config):
-    """Markdown lines: the count and list of deviations from recipe.PAPER, the table, the resolved config.json."""
+    """Markdown lines: the recipe the run used, its deviations from both recipes, the table, the resolved config.json."""
     rows = recipe_rows(config)
-    dev = [r for r in rows if r[3] == DEVIATION]
+    dev = [r for r in rows if r[4] == DEVIATION]
+    recipe = config.get("recipe", LEGACY_RECIPE if config else None)
+    named = {"released-2012": "the authors' released 2012 code (layers-145.cfg, layer-params-145.cfg)",
+             "paper-text": "the paper's text", LEGACY_RECIPE: "the paper's text as this project read it before the "
+             "authors' code was released (inverted dropout, one init std)"}.get(recipe, str(recipe))
     md = ["## 2. Configuration and deviations from the paper's recipe", "",
-          f"{len(dev)} deviation{'s' if len(dev) != 1 else ''} from the paper's recipe"
-          + (": " + "; ".join(f"{r[0]} {_md_value(r[2])} (paper {_md_value(r[1])})" for r in dev) + "." if dev
-             else "."),
-          "", "| setting | paper | this run | |", "|---|---|---|---|"]
-    md += [f"| {w} | {_md_value(p)} | {_md_value(v) if v != '-' else '-'} | {s} |" for w, p, v, s in rows]
+          f"Recipe: `{recipe}`, {named}. "
+          f"{len(dev)} setting{'s' if len(dev) != 1 else ''} differ{'s' if len(dev) == 1 else ''} from both the "
+          "released code and the paper's text"
+          + (": " + "; ".join(f"{r[0]} {_md_value(r[3])} (code {_md_value(r[1])}, text {_md_value(r[2])})"
+                              for r in dev) + "." if dev else "."),
+          "", "| setting | released-2012 | paper-text | this run | |", "|---|---|---|---|---|"]
+    md += [f"| {w} | {_md_value(c)} | {_md_value(p)} | {_md_value(v) if v != '-' else '-'} | {s} |"
+           for w, c, p, v, s in rows]
     md += ["", "<details><summary>config.json (resolved)</summary>", "", "```json",
            json.dumps(config, indent=2, sort_keys=True), "```", "</details>", ""]
     return md
@@ -356,7 +375,7 @@ def write_report(run, config, log, ckpt, out, evals=(), data=None, devices=("cpu
                   "compared with the paper's; the paper's rows are shown for reference only and their measured "
                   "cells stay empty.")
     md.append("")
-    md += results_section(evals, log, data, num_classes)
+    md += results_section(evals, log, data, num_classes, {**model_config, **config})
     md += config_section(config)
     md += _curves_section(log, out, read_steps(run), num_classes, config.get("stall_steps"))
     md += _conv1_section(ckpt, ckpt_path, model_config, out)

@@ -35,15 +35,21 @@ def average_views(probs):
     return total / probs.shape[1]
 
 
-def _view_buffer(buffers, size, count, device):
+def _cut_key(model):
+    """(patch size, mean crop) a net's views are cut with: its input size, and the mean its training subtracted."""
+    return model.config().get("input_size", 224), getattr(model, "checkpoint_info", {}).get("mean_crop", "position")
+
+
+def _view_buffer(buffers, key, count, device):
     """A float32 count x 3 x size x size CPU tensor reused across batches (None on a GPU): a fresh
     100+ MB allocation per batch would cost more in page faults than cutting the views does."""
     if device.type != "cpu":
         return None
+    size = key[0]
     need = count * 3 * size * size
-    if size not in buffers or buffers[size].numel() < need:
-        buffers[size] = torch.empty(need)
-    return buffers[size][:need].view(count, 3, size, size)
+    if key not in buffers or buffers[key].numel() < need:
+        buffers[key] = torch.empty(need)
+    return buffers[key][:need].view(count, 3, size, size)
 
 
 def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf16=False, progress=True,
@@ -62,8 +68,7 @@ def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf1
     device = torch.device(models[0].devices[0])
     cutters = {}
     for m in models:
-        size = m.config().get("input_size", 224)
-        cutters.setdefault(size, TenViews(mean_image, size, views))
+        cutters.setdefault(_cut_key(m), TenViews(mean_image, _cut_key(m)[0], views, mean_crop=_cut_key(m)[1]))
     probs = torch.zeros(len(store), num_classes, dtype=torch.float32, device=device)
     start, buffers = 0, {}
     batches = image_batches(store, np.arange(len(store)), batch_size, workers, pin_memory=device.type == "cuda",
@@ -74,11 +79,11 @@ def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf1
         for images, _ in batches:
             images = images.to(device, non_blocking=True)
             n = images.shape[0]
-            patches = {size: cut(images, out=_view_buffer(buffers, size, n * views, device))
-                       for size, cut in cutters.items()}  # cut once per patch size
+            patches = {key: cut(images, out=_view_buffer(buffers, key, n * views, device))
+                       for key, cut in cutters.items()}  # cut once per patch size and mean
             total = torch.zeros(n, num_classes, dtype=torch.float32, device=device)
             for m in models:
-                x = patches[m.config().get("input_size", 224)]
+                x = patches[_cut_key(m)]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = m(x)
                 total += average_views(F.softmax(logits.float(), dim=1).view(n, views, num_classes))

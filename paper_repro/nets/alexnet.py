@@ -6,14 +6,21 @@ maps. With one device the same function runs as grouped convolutions (the fast p
 CPU conv2's two groups run as two ungrouped convolutions, which oneDNN does faster: ColumnConv2d).
 
     input 3 x 224 x 224 (mean-subtracted RGB, 0-255 scale)
-    conv1  96 (48 + 48) 11x11/4, zero pad (0, 3, 0, 3)  -> 55   ReLU, LRN, max-pool 3/2 -> 27
-    conv2 256 (128 + 128) 5x5 pad 2, own column          -> 27   ReLU, LRN, max-pool 3/2 -> 13
+    conv1  96 (48 + 48) 11x11/4, zero pad (0, 3, 0, 3)  -> 55   LRN, max-pool 3/2 -> 27, ReLU  (code)
+                                                                ReLU, LRN, max-pool 3/2       (text)
+    conv2 256 (128 + 128) 5x5 pad 2, own column          -> 27   ReLU, LRN, [cnorm2], max-pool 3/2 -> 13
     conv3 384 (192 + 192) 3x3 pad 1, both columns        -> 13   ReLU
     conv4 384 (192 + 192) 3x3 pad 1, own column          -> 13   ReLU
     conv5 256 (128 + 128) 3x3 pad 1, own column          -> 13   ReLU, max-pool 3/2 -> 6
     fc6  4096 (2048 + 2048) from all 256 x 6 x 6               ReLU, dropout 0.5
     fc7  4096 (2048 + 2048) from all 4096                      ReLU, dropout 0.5
     fc8  1000 from all 4096 (on devices[0])                    (softmax in the loss)
+
+The released code (layers-145.cfg) and the paper's text differ in conv1's order (the code
+normalises conv1's linear output and applies the ReLU after the pool: `lrn1_input`), in a second,
+same-map normalisation after conv2's (`cnorm2`), and in conv3-5's init std (0.03 against 0.01:
+`init_std_conv3_5`); both scale dropout at test time (`dropout_scaling="test"`), not in training.
+None of these adds a parameter: the state_dict is the same for every setting.
 
 The links (LINKS) are the only places data crosses between the columns, all through transfer():
 model.traffic counts the bytes that cross, forward and (their gradients) backward, also when both
@@ -26,7 +33,6 @@ conv1.weight ... fc8.bias, conv2/4/5 weights with half the input channels, the f
 every layer's outputs = column 0, conv3 and FC inputs ordered [column 0, column 1], fc6's input
 the flattened 256 x 6 x 6 map in (C, H, W) order), so a checkpoint moves between layouts freely.
 """
-import functools
 import re
 import warnings
 
@@ -35,10 +41,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from paper_repro.core.recipe import PAPER
-from paper_repro.nets.lrn import LocalResponseNorm
+from paper_repro.nets.dropout import make_dropout
+from paper_repro.nets.links import LinkTraffic, autocast_dtype, transfer
+from paper_repro.nets.lrn import LocalResponseNorm, SameMapNorm
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
-LINKS = ("input", "conv3", "fc6", "fc7", "fc8")  # every place activations cross between devices
 # Kernels per column at width 1 (the table of section 3). fc8 is num_classes, never scaled.
 COLUMN_CHANNELS = {"conv1": 48, "conv2": 128, "conv3": 192, "conv4": 192, "conv5": 128, "fc6": 2048, "fc7": 2048}
 BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")  # section 5: bias 1 "to accelerate the early stages"
@@ -46,65 +53,18 @@ INPUT_SIZES = (224, 227)
 LRN_MODES = ("code", "paper", "none")
 POOLINGS = ("overlapping", "non-overlapping")
 VARIANTS = ("two-column", "one-column-half")
+LRN1_INPUTS = ("pre-relu", "post-relu")
+DROPOUT_SCALINGS = ("test", "inverted")
+CONV3_5 = ("conv3", "conv4", "conv5")
 # On the CPU the net computes in channels_last whatever the layout of its input: oneDNN's native
 # layout, where max-pooling ran 13x faster than in NCHW (32 x 48 x 55 x 55, one thread) and the
 # convolutions need no reorders. The same function; only the memory order of the activations differs.
 CPU_MEMORY_FORMAT = torch.channels_last
 
 
-class LinkTraffic:
-    """Bytes that crossed between the columns at each link: activations (forward) and their gradients (backward)."""
-
-    def __init__(self):
-        """Start from zero at every link."""
-        self.forward = dict.fromkeys(LINKS, 0)
-        self.backward = dict.fromkeys(LINKS, 0)
-
-    def reset(self):
-        """Zero every count (e.g. before the step to be measured)."""
-        self.__init__()
-
-    def total(self):
-        """All bytes both ways, every link."""
-        return sum(self.forward.values()) + sum(self.backward.values())
-
-    def sent(self, link, tensor, arrived):
-        """Count `tensor` sent across `link`; if `arrived` needs a gradient, count that gradient when it goes back."""
-        self.forward[link] += tensor.numel() * tensor.element_size()
-        if arrived.requires_grad:
-            arrived.register_hook(functools.partial(self._gradient_back, link))
-
-    def _gradient_back(self, link, grad):
-        self.backward[link] += grad.numel() * grad.element_size()
-
-
-def transfer(tensor, device, link, traffic=None, copy=False):
-    """Move `tensor` to `device` across inter-column `link` (one of LINKS): the only cross-device move.
-
-    `traffic` (a LinkTraffic) counts the bytes sent, and those of the gradient that comes back in
-    the backward pass, also when both columns share a device and nothing moves. `copy=True`
-    copies even within one device, so the graph holds the copy node a two-device run has.
-    """
-    # non_blocking: a copy to a GPU is ordered on the device streams, so the host does not wait
-    # and both columns' kernels keep being queued. Never towards the CPU: host code would read the
-    # buffer before the copy lands. Same device and no copy: .to returns `tensor` itself.
-    out = tensor.to(device, non_blocking=torch.device(device).type != "cpu", copy=copy)
-    if traffic is not None:
-        if out is tensor and out.requires_grad:
-            out = tensor.view_as(tensor)  # the hook must see only this link's gradient, on a tensor of its own
-        traffic.sent(link, tensor, out)
-    return out
-
-
 def _pooled(size, kernel, stride):
     """Output size of a max-pool without padding (floor, as torch and the paper's 'equivalent dimensions')."""
     return (size - kernel) // stride + 1
-
-
-def _autocast_dtype(device):
-    """The dtype autocast casts fp32 convolution and matmul inputs to on `device`, or None when it is off there."""
-    kind = torch.device(device).type
-    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
 
 
 def _normalise_device(device):
@@ -157,7 +117,7 @@ def _split_groups(conv, x):
                       for xi, wi, bi in zip(x.chunk(conv.groups, 1), conv.weight.chunk(conv.groups), bias)], 1)
 
 
-def _make_layers(m, spec, parts, lrn, pool, input_size, dropout):
+def _make_layers(m, spec, parts, lrn, pool, input_size, dropout, lrn1_input, cnorm2, dropout_scaling):
     """Give `m` the layers conv1..fc7 of `spec` (canonical shapes), its 1/`parts` share of every output."""
     def split(name):
         cin, cout, _, groups = spec[name]
@@ -172,7 +132,11 @@ def _make_layers(m, spec, parts, lrn, pool, input_size, dropout):
     m.pad1 = nn.ZeroPad2d((0, 3, 0, 3)) if input_size == 224 else nn.Identity()
     cin, cout, g = split("conv1")
     m.conv1 = nn.Conv2d(cin, cout, 11, stride=4, groups=g)                    # 55 x 55
-    m.relu_lrn1 = _relu_lrn(lrn, lrn_groups)
+    # The released code normalises conv1's linear output and applies the ReLU after pool1 (the same
+    # as before it: max and ReLU commute), so the LRN there sums the squares of negative responses too.
+    m.relu_after_pool1 = lrn != "none" and lrn1_input == "pre-relu"
+    m.relu_lrn1 = (LocalResponseNorm(convention=lrn, groups=lrn_groups) if m.relu_after_pool1
+                   else _relu_lrn(lrn, lrn_groups))
     m.pool1 = nn.MaxPool2d(*pool)                                             # 27 x 27
     for name, k in (("conv2", 5), ("conv3", 3), ("conv4", 3), ("conv5", 3)):
         cin, cout, g = split(name)
@@ -180,13 +144,16 @@ def _make_layers(m, spec, parts, lrn, pool, input_size, dropout):
         setattr(m, name, conv)                                                # conv2 27; conv3-5 13
         if name == "conv2":
             m.relu_lrn2 = _relu_lrn(lrn, lrn_groups)
+            # Same-map: it never mixes channels, so the columns need no grouping. Run 148 ("without
+            # normalization layers", layers-148.cfg) has neither kind: --lrn none drops it too.
+            m.cnorm2 = SameMapNorm() if cnorm2 and lrn != "none" else nn.Identity()
             m.pool2 = nn.MaxPool2d(*pool)                                     # 13 x 13
     m.pool5 = nn.MaxPool2d(*pool)                                             # 6 x 6
     # Dropout on fc6's and fc7's outputs, as the paper describes it (torchvision puts the same
     # masks on the inputs of fc6 and fc7 instead, which is not the same net).
     cin, cout, _ = split("fc6")
     m.fc6 = nn.Linear(cin, cout)
-    m.drop6 = nn.Dropout(dropout)
+    m.drop6 = make_dropout(dropout, dropout_scaling)
     cin, cout, _ = split("fc7")
     m.fc7 = nn.Linear(cin, cout)
 
@@ -201,7 +168,9 @@ def _relu_lrn(lrn, groups):
 def _conv1_conv2(m, x):
     """A column's conv1..pool2 (its own maps only)."""
     x = m.pool1(m.relu_lrn1(m.conv1(m.pad1(x))))  # 55 -> 27
-    return m.pool2(m.relu_lrn2(m.conv2(x)))       # 27 -> 13
+    if m.relu_after_pool1:
+        x = F.relu(x, inplace=True)
+    return m.pool2(m.cnorm2(m.relu_lrn2(m.conv2(x))))  # 27 -> 13
 
 
 def _conv3_conv5(m, x):
@@ -215,10 +184,10 @@ def _conv3_conv5(m, x):
 class _Column(nn.Module):
     """One GPU's half of the net, conv1..fc7 (figure 2, top or bottom)."""
 
-    def __init__(self, spec, lrn, pool, input_size, dropout):
-        """Build the column's layers from the canonical `spec`."""
+    def __init__(self, spec, lrn, pool, input_size, dropout, *variants):
+        """Build the column's layers from the canonical `spec` (variants: lrn1_input, cnorm2, dropout_scaling)."""
         super().__init__()
-        _make_layers(self, spec, 2, lrn, pool, input_size, dropout)
+        _make_layers(self, spec, 2, lrn, pool, input_size, dropout, *variants)
 
 
 class AlexNet(nn.Module):
@@ -227,7 +196,8 @@ class AlexNet(nn.Module):
     def __init__(self, num_classes=1000, devices=("cuda:0", "cuda:1"), width=PAPER["width"],
                  input_size=PAPER["input_size"], lrn=PAPER["lrn"], pooling=PAPER["pooling"],
                  variant=PAPER["variant"], bias_init=PAPER["bias_init"], dropout=PAPER["dropout"],
-                 init_std=PAPER["init_std"]):
+                 init_std=PAPER["init_std"], init_std_conv3_5=PAPER["init_std_conv3_5"],
+                 lrn1_input=PAPER["lrn1_input"], cnorm2=PAPER["cnorm2"], dropout_scaling=PAPER["dropout_scaling"]):
         """Build the net (see README / the module docstring for every option) and initialise it as the paper."""
         super().__init__()
         if isinstance(devices, (str, torch.device)) or not 1 <= len(devices) <= 2:
@@ -241,16 +211,23 @@ class AlexNet(nn.Module):
             raise ValueError(f"AlexNet: input_size must be 224 (authors' code, conv1 padded) or 227 (Caffe); "
                              f"got {input_size!r}")
         for arg, value, allowed in (("lrn", lrn, LRN_MODES), ("pooling", pooling, POOLINGS),
-                                    ("variant", variant, VARIANTS)):
+                                    ("variant", variant, VARIANTS), ("lrn1_input", lrn1_input, LRN1_INPUTS),
+                                    ("dropout_scaling", dropout_scaling, DROPOUT_SCALINGS), ("cnorm2", cnorm2, (True, False))):
             if value not in allowed:
                 raise ValueError(f"AlexNet: {arg} must be one of {allowed}; got {value!r}")
         if not 0 <= dropout < 1:
             raise ValueError(f"AlexNet: dropout must be in [0, 1); got {dropout!r}")
         if not init_std > 0:
             raise ValueError(f"AlexNet: init_std must be > 0 ({PAPER['init_std']} is the paper); got {init_std!r}")
+        if not init_std_conv3_5 > 0:
+            raise ValueError(f"AlexNet: init_std_conv3_5 must be > 0 (0.03: the released code, 0.01: the paper's "
+                             f"text); got {init_std_conv3_5!r}")
         self.num_classes, self.width, self.input_size = num_classes, float(width), input_size
         self.lrn, self.pooling, self.variant = lrn, pooling, variant
         self.bias_init, self.dropout, self.init_std = float(bias_init), float(dropout), float(init_std)
+        self.init_std_conv3_5, self.lrn1_input = float(init_std_conv3_5), lrn1_input
+        self.use_cnorm2, self.dropout_scaling = bool(cnorm2), dropout_scaling
+        variants = (lrn1_input, self.use_cnorm2, dropout_scaling)
         # The links (two-column layout): what crossed, whether same-device links copy (tests), and
         # whether an fp32 input crosses already cast to the autocast dtype its consumer computes in.
         self.traffic = LinkTraffic()
@@ -288,10 +265,11 @@ class AlexNet(nn.Module):
         # Build on the meta device: no memory or RNG is spent on a default init we would overwrite.
         with torch.device("meta"):
             if self.two_column:
-                self.columns = nn.ModuleList(_Column(self._spec, lrn, pool, input_size, dropout) for _ in range(2))
+                self.columns = nn.ModuleList(_Column(self._spec, lrn, pool, input_size, dropout, *variants)
+                                             for _ in range(2))
             else:
-                _make_layers(self, self._spec, 1, lrn, pool, input_size, dropout)
-            self.drop7 = nn.Dropout(dropout)
+                _make_layers(self, self._spec, 1, lrn, pool, input_size, dropout, *variants)
+            self.drop7 = make_dropout(dropout, dropout_scaling)
             self.fc8 = nn.Linear(out["fc7"], num_classes)
         if self.two_column:
             for column, device in zip(self.columns, self.devices):
@@ -312,24 +290,31 @@ class AlexNet(nn.Module):
 
     @torch.no_grad()
     def _init_weights(self):
-        """The paper's init (section 5): N(0, init_std) weights; bias_init in conv2, conv4, conv5, fc6, fc7; else 0."""
+        """The paper's init (section 5): N(0, std) weights (conv3-5: init_std_conv3_5, others init_std); bias_init in
+        conv2, conv4, conv5, fc6, fc7; else 0."""
         # Drawn as canonical tensors on the CPU generator in a fixed order, then loaded: the same
         # seed gives the same net in either layout and on any device.
         state = {}
         for key, shape in self.canonical_shapes().items():
             if key.endswith(".weight"):
-                state[key] = torch.empty(shape).normal_(0.0, self.init_std)
+                state[key] = torch.empty(shape).normal_(0.0, self.layer_init_std(key.split(".")[0]))
             else:
                 state[key] = torch.full(shape, self.bias_init if key.split(".")[0] in BIAS_ONE else 0.0)
         with warnings.catch_warnings():  # a column on "meta" (shapes only) holds no values to load
             warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter", category=UserWarning)
             self.load_state_dict(state)
 
+    def layer_init_std(self, layer):
+        """The init std of `layer`'s weights at this net's own width (build.init_stds rescales it for width)."""
+        return self.init_std_conv3_5 if layer in CONV3_5 else self.init_std
+
     def config(self):
         """Return the constructor's arguments except devices (JSON-able), to rebuild this net."""
         return {"num_classes": self.num_classes, "width": self.width, "input_size": self.input_size,
                 "lrn": self.lrn, "pooling": self.pooling, "variant": self.variant,
-                "bias_init": self.bias_init, "dropout": self.dropout, "init_std": self.init_std}
+                "bias_init": self.bias_init, "dropout": self.dropout, "init_std": self.init_std,
+                "init_std_conv3_5": self.init_std_conv3_5, "lrn1_input": self.lrn1_input, "cnorm2": self.use_cnorm2,
+                "dropout_scaling": self.dropout_scaling}
 
     def _check_input(self, x):
         """Raise TypeError / ValueError naming what was expected when `x` is not a batch this net takes."""
@@ -378,7 +363,7 @@ class AlexNet(nn.Module):
         # Both GPUs see the same image. Under autocast column 1's conv1 casts an fp32 image to the
         # autocast dtype (bf16) on arrival; casting it before it leaves sends half the bytes and is
         # the same function (one rounding either way; zero padding commutes with it).
-        cast = _autocast_dtype(self.devices[1]) if self.send_autocast_dtype and x.dtype == torch.float32 else None
+        cast = autocast_dtype(self.devices[1]) if self.send_autocast_dtype and x.dtype == torch.float32 else None
         xs = [x, self._send(x if cast is None else x.to(cast), self.devices[1], "input")]
         xs = [_conv1_conv2(c, x) for c, x in zip(cols, xs)]
         xs = [_conv3_conv5(c, x) for c, x in zip(cols, self._exchange(xs, "conv3"))]

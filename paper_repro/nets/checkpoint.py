@@ -8,10 +8,13 @@ import torch
 from paper_repro.core import faults
 from paper_repro.core.atomic import atomic_write, stale_temps
 from paper_repro.core.numbering import position
+from paper_repro.core.recipe import LEGACY_RECIPE, with_legacy
 from paper_repro.nets.alexnet import AlexNet
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the checkpoint before the last one: kept until the new one is verified
+# Net settings added with the released recipe: a checkpoint without them was trained as they were before.
+LEGACY_NET_KEYS = ("lrn1_input", "cnorm2", "dropout_scaling", "init_std_conv3_5")
 
 
 class CheckpointError(ValueError):
@@ -118,15 +121,27 @@ def read_checkpoint(path):
     obj = load_checkpoint(path, map_location="cpu")
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         info = {k: obj[k] for k in ("epoch", "step", "steps_before") if isinstance(obj.get(k), (int, float))}
-        return obj["model"], obj.get("model_config"), info
+        run_config = obj.get("config") or {}
+        info["recipe"] = run_config.get("recipe", LEGACY_RECIPE)
+        info["mean_crop"] = run_config.get("mean_crop", "position")  # the test subtracts the mean as training did
+        return obj["model"], _with_legacy_net(obj.get("model_config")), info
     if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
         if all(k.startswith("module.") for k in obj):  # saved from a DistributedDataParallel wrapper
             obj = {k[len("module."):]: v for k, v in obj.items()}
-        return obj, None, {}
+        return obj, None, {"recipe": "unknown (a bare state_dict: the default recipe's net assumed)",
+                           "mean_crop": "position"}
     raise CheckpointError(
         f"checkpoint {path} is neither a training checkpoint (a dict with 'model' and 'model_config') "
         f"nor a state_dict (a dict of tensors such as conv1.weight ... fc8.bias)"
     )
+
+
+def _with_legacy_net(model_config):
+    """A checkpoint's model_config with the net settings it predates filled as they were then (recipe.LEGACY)."""
+    if model_config is None:
+        return None
+    filled = with_legacy(model_config)
+    return {k: v for k, v in filled.items() if k in model_config or k in LEGACY_NET_KEYS}
 
 
 def infer_model_config(state_dict, path="<state_dict>", input_size=224):
@@ -150,6 +165,8 @@ def infer_model_config(state_dict, path="<state_dict>", input_size=224):
         "width": width,
         "input_size": input_size,
         "variant": variant,
+        # A bare state_dict says nothing of the net's other settings: AlexNet's defaults (the default
+        # recipe's net) fill them, and read_checkpoint's info says the recipe is unknown.
     }
 
 

@@ -173,3 +173,34 @@ class LocalResponseNorm(nn.Module):
         """Show the hyper-parameters in print(model)."""
         return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
                 f"convention={self.convention!r}, groups={self.groups}" + (", relu=True" if self.relu else ""))
+
+
+def same_map_norm(x, size=5, scale=0.001, power=0.75, k=1.0):
+    """cuda-convnet's same-map ("rnorm") normalisation: x * (k + scale/size^2 * sum of x^2 over a size x size window)^-power.
+
+    The window is centred (offsets -size//2 .. size//2) and clipped at the borders; the divisor stays
+    size^2 there, so a clipped window is the same as zero padding. Computed in at least fp32.
+    """
+    if size % 2 != 1:
+        raise ValueError(f"same-map normalisation: size must be odd (a centred window); got {size}")
+    a = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    # avg_pool2d with count_include_pad divides every window's sum by size^2: cuda-convnet's scale/size^2.
+    s = torch.nn.functional.avg_pool2d(a * a, size, 1, size // 2, count_include_pad=True).mul_(scale).add_(k)
+    return (a * s.pow_(-power)).to(x.dtype)
+
+
+class SameMapNorm(nn.Module):
+    """The released code's cnorm2 after conv2 (layers-145.cfg: rnorm, size 5, scale 0.001, pow 0.75; k 1)."""
+
+    def __init__(self, size=5, scale=0.001, power=0.75, k=1.0):
+        """Store the hyper-parameters; the defaults are cnorm2's."""
+        super().__init__()
+        self.size, self.scale, self.power, self.k = size, scale, power, k
+
+    def forward(self, x):
+        """Return the normalised `x`, same shape and dtype."""
+        return same_map_norm(x, self.size, self.scale, self.power, self.k)
+
+    def extra_repr(self):
+        """Show the hyper-parameters in print(model)."""
+        return f"size={self.size}, scale={self.scale}, power={self.power}, k={self.k}"

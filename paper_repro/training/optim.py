@@ -9,7 +9,9 @@ class PaperSGD(torch.optim.Optimizer):
 
     torch.optim.SGD keeps v <- momentum*v + grad and steps w <- w - lr*v, so a learning-rate
     drop there rescales the whole velocity at once; here the old velocity keeps its size and
-    only the new contributions use the new rate, as in the authors' code.
+    only the new contributions use the new rate, as in the authors' code. Each parameter group has
+    its own lr and weight_decay (training/param_groups.py: per layer, biases apart); a group whose lr
+    is 0 is skipped entirely, as cuda-convnet skips a layer whose epsW is 0.
     """
 
     def __init__(self, params, lr, momentum=0.9, weight_decay=0.0005, foreach=True):
@@ -26,6 +28,8 @@ class PaperSGD(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, m, wd = group["lr"], group["momentum"], group["weight_decay"]
+            if lr == 0:
+                continue  # a frozen layer (the released schedule's conv1): no decay, no leftover momentum
             # _foreach ops want one device and dtype per list: the two columns may sit on two GPUs.
             buckets = defaultdict(lambda: ([], [], []))
             for p in group["params"]:

@@ -93,8 +93,11 @@ def load_optimizer_state(model, optimizer, state):
     for p in model.parameters():
         optimizer.state[p]["velocity"] = p.detach().clone()
     model.load_state_dict(weights)
-    for group, hyper in zip(optimizer.param_groups, state["param_groups"]):
-        group.update(hyper)
+    # A checkpoint from before the per-layer groups holds one group: its hyperparameters are the
+    # run's settings, which the caller applies again (the learning rates come from the schedule).
+    if len(state["param_groups"]) == len(optimizer.param_groups):
+        for group, hyper in zip(optimizer.param_groups, state["param_groups"]):
+            group.update(hyper)
 
 
 class RunState:

@@ -1,8 +1,23 @@
-"""Learning-rate schedules: the paper's divide-by-10-on-plateau, and fixed steps for exact reruns."""
+"""Learning-rate schedules: the released run's hand-written one, the paper's divide-by-10-on-plateau, fixed steps.
+
+Every schedule answers the same calls: step(val_error, epoch) after each epoch, lr (the weights'
+rate), layer_lr(layer) (a layer's own rate: the released schedule treats conv1 apart) and
+colour_noise (whether the augmentation still adds colour noise).
+"""
 DROP, STOP = "drop", "stop"
 
 
-class PlateauSchedule:
+class _Uniform:
+    """Every layer at self.lr, colour noise on throughout: the plateau and step schedules."""
+
+    colour_noise = True
+
+    def layer_lr(self, layer):
+        """The rate of `layer`: the same for every layer."""
+        return self.lr
+
+
+class PlateauSchedule(_Uniform):
     """Divide the lr by `factor` when the val error has not improved for `patience` epochs.
 
     An epoch improves when its error is below the best so far minus `threshold` (absolute,
@@ -51,7 +66,7 @@ class PlateauSchedule:
             setattr(self, k, state[k])
 
 
-class StepSchedule:
+class StepSchedule(_Uniform):
     """Divide the lr by `factor` after each epoch listed in `drop_epochs` (1-based epochs done)."""
 
     def __init__(self, lr, drop_epochs=(30, 60, 80), factor=0.1):
@@ -78,6 +93,77 @@ class StepSchedule:
         _check_kind(state, "step")
         self.lr, self.factor, self.drops = state["lr"], state["factor"], state["drops"]
         self.drop_epochs = list(state["drop_epochs"])
+
+
+# The released runs' hand-written changes (layer-params-145.cfg, -145-2010.cfg), each after the epoch it
+# names: (epoch, layers, what). "all": every layer's rate /10; "conv1"/"others": that part /10;
+# "freeze-conv1": conv1's rate 0; "noise-off": no more colour noise. The run was killed at the last epoch.
+RELEASED = {
+    "2012": {"events": ((25, "all", "/10"), (51, "all", "/10"), (67, "conv1", "/10"), (67, "all", "noise-off"),
+                        (72, "conv1", "freeze"), (79, "others", "/10")), "epochs": 91},
+    "2010": {"events": ((23, "all", "/10"), (51, "all", "/10"), (68, "conv1", "/10"), (68, "all", "noise-off"),
+                        (72, "conv1", "freeze"), (78, "others", "/10")), "epochs": 93},
+}
+
+
+def released_events(table, epochs):
+    """The released run's changes with their epochs scaled from its length to `epochs` (unchanged at its own)."""
+    spec = RELEASED[table]
+    scale = epochs / spec["epochs"]
+    # Scaled epochs keep their order; an event never lands before epoch 1 nor after the last.
+    return [(min(epochs, max(1, round(e * scale))), part, what) for e, part, what in spec["events"]]
+
+
+class ReleasedSchedule:
+    """The authors' hand-written 2012 schedule, by epoch, with conv1's separate fate and colour noise's end.
+
+    At its own length (91 epochs for 2012) the changes fall on the epochs the file names; with
+    another --epochs every change's epoch is scaled by epochs / 91 (a short run keeps the shape).
+    """
+
+    def __init__(self, lr, epochs, table="2012"):
+        if table not in RELEASED:
+            raise ValueError(f"ReleasedSchedule: table must be one of {sorted(RELEASED)}; got {table!r}")
+        self.initial, self.epochs, self.table = lr, epochs, table
+        self.lr, self.conv1_lr, self.colour_noise = lr, lr, True
+        self.events = released_events(table, epochs)
+        self.done = 0  # epochs whose changes are applied
+
+    def layer_lr(self, layer):
+        """conv1's own rate for conv1, the others' for every other layer."""
+        return self.conv1_lr if layer == "conv1" else self.lr
+
+    def step(self, val_error, epoch):
+        """After 1-based epoch `epoch`: apply the changes of that epoch; "drop" if a rate changed, else None."""
+        changed = False
+        for when, part, what in self.events:
+            if when != epoch:
+                continue
+            if what == "noise-off":
+                self.colour_noise = False
+                continue
+            changed = True
+            if what == "freeze":
+                self.conv1_lr = 0.0
+                continue
+            if part in ("all", "others"):
+                self.lr *= 0.1
+            if part in ("all", "conv1"):
+                self.conv1_lr *= 0.1
+        self.done = epoch
+        return DROP if changed else None
+
+    def state_dict(self):
+        """Everything needed to continue the schedule."""
+        return dict(kind="released", lr=self.lr, conv1_lr=self.conv1_lr, colour_noise=self.colour_noise,
+                    initial=self.initial, epochs=self.epochs, table=self.table, done=self.done)
+
+    def load_state_dict(self, state):
+        """Restore what state_dict() returned."""
+        _check_kind(state, "released")
+        self.__init__(state["initial"], state["epochs"], state["table"])
+        self.lr, self.conv1_lr = state["lr"], state["conv1_lr"]
+        self.colour_noise, self.done = state["colour_noise"], state["done"]
 
 
 def _check_kind(state, kind):

@@ -11,7 +11,7 @@ import os
 
 from paper_repro.core.cli import USAGE, HelpFormatter, UsageError
 from paper_repro.core.devices import help_text as gpus_help
-from paper_repro.core.recipe import PAPER
+from paper_repro.core.recipe import DEFAULT_RECIPE, PAPER, RECIPE_VALUES, RECIPES, with_legacy
 from paper_repro.nets.checkpoint import CHECKPOINT, PREVIOUS, existing_checkpoints
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -22,8 +22,10 @@ CHANGEABLE_ON_RESUME = {"data", "epochs", "gpus", "workers", "checkpoint_every",
                         "keep_freed_memory"}
 
 EPILOG = """\
-Defaults are the paper's recipe (the authors' code where the two differ; paper_repro/core/recipe.py);
-every deviation is a flag, and the report lists the ones a run used.
+Defaults are the recipe --recipe names: released-2012 (the authors' released code and run files,
+layers-145.cfg / layer-params-145.cfg) or paper-text (the paper as printed); paper_repro/core/recipe.py
+holds both. Every difference between them, and every deviation from both, is a flag of its own; the
+report lists the ones a run used.
 
 Many GPUs / machines (torchrun): each process drives its own pair of GPUs (--gpus 0,1 in process
 LOCAL_RANK=r means cuda:2r and cuda:2r+1 of the GPUs it sees; a launcher that already gives each
@@ -114,10 +116,14 @@ def get_args_parser(add_help=True):
     g.add_argument("--momentum", type=float, default=PAPER["momentum"], help="momentum of the velocity, in [0, 1)")
     g.add_argument("--weight-decay", type=float, default=PAPER["weight_decay"],
                    help="weight decay inside the velocity update (>= 0)")
-    g.add_argument("--lr-schedule", choices=("plateau", "step"), default=PAPER["lr_schedule"],
-                   help="plateau: divide by 10 when the val top-1 error stops improving, at most --lr-max-drops "
-                        "times, then stop at the next plateau (the paper); step: divide after the epochs in "
-                        "--lr-drop-epochs (for exact reruns)")
+    g.add_argument("--lr-schedule", choices=("released", "released-2010", "plateau", "step"),
+                   default=PAPER["lr_schedule"],
+                   help="released: the authors' hand-written 2012 schedule (layer-params-145.cfg: /10 after epochs "
+                        "25 and 51, conv1 /10 and colour noise off after 67, conv1 frozen after 72, the others /10 "
+                        "after 79, 91 epochs), its epochs scaled by --epochs / 91 for another length; "
+                        "released-2010: the 2010 run's (23, 51, 68, 72, 78; 93 epochs); plateau: divide by 10 "
+                        "when the val top-1 error stops improving, at most --lr-max-drops times, then stop at the "
+                        "next plateau (the paper's text); step: divide after the epochs in --lr-drop-epochs")
     g.add_argument("--lr-patience", type=_positive_int, default=3,
                    help="plateau: epochs without improvement before a drop")
     g.add_argument("--lr-threshold", type=float, default=0.001,
@@ -125,6 +131,38 @@ def get_args_parser(add_help=True):
     g.add_argument("--lr-max-drops", type=_nonnegative_int, default=PAPER["lr_max_drops"],
                    help="plateau: drops before the final stop")
     g.add_argument("--lr-drop-epochs", default="30,60,80", help="step: comma-separated epochs after which lr /= 10")
+
+    g = p.add_argument_group("the released 2012 code against the paper's text (each difference a flag)")
+    g.add_argument("--recipe", choices=RECIPES, default=DEFAULT_RECIPE,
+                   help="the defaults of every setting below and above: released-2012 (the authors' code) or "
+                        "paper-text (the paper as printed); a --config or a flag given overrides either")
+    g.add_argument("--lrn1-input", choices=("pre-relu", "post-relu"), default=PAPER["lrn1_input"],
+                   help="what conv1's response normalisation sees: pre-relu (the code: conv1's linear output, the "
+                        "ReLU after pool1) or post-relu (the text)")
+    g.add_argument("--cnorm2", action=argparse.BooleanOptionalAction, default=PAPER["cnorm2"],
+                   help="the code's same-map normalisation after conv2's (size 5, scale 0.001/25, power 0.75, k 1); "
+                        "--no-cnorm2: the text, which does not mention it")
+    g.add_argument("--init-std-conv3-5", type=float, default=PAPER["init_std_conv3_5"],
+                   help="std of conv3-5's N(0, std) init at width 1 (the code: 0.03; the text: 0.01)")
+    g.add_argument("--bias-lr-mult", type=float, default=PAPER["bias_lr_mult"],
+                   help="biases' learning rate as a multiple of the weights' (the code: 2; the text: 1)")
+    g.add_argument("--bias-lr-fixed", action=argparse.BooleanOptionalAction, default=PAPER["bias_lr_fixed"],
+                   help="biases keep their initial rate when the schedule lowers the weights' (the code); "
+                        "--no-bias-lr-fixed: they follow it (the text)")
+    g.add_argument("--bias-decay", action=argparse.BooleanOptionalAction, default=PAPER["bias_decay"],
+                   help="weight decay on biases too (the text's rule read literally); the code decays weights only")
+    g.add_argument("--dropout-scaling", choices=("test", "inverted"), default=PAPER["dropout_scaling"],
+                   help="test: masks in training, outputs x (1 - p) at test (the paper and the code); inverted: "
+                        "torch's nn.Dropout, x 1/(1 - p) in training")
+    g.add_argument("--colour-noise-rescale", action=argparse.BooleanOptionalAction,
+                   default=PAPER["colour_noise_rescale"],
+                   help="divide training patches by 1 + 0.1 while colour noise is on (the code); the text does not")
+    g.add_argument("--mean-crop", choices=("centre", "position"), default=PAPER["mean_crop"],
+                   help="centre: every patch loses the mean image's centre crop (the code); position: the mean "
+                        "image at the patch's own place (the text: the mean of each pixel)")
+    g.add_argument("--crop-chunk", type=_positive_int, default=PAPER["crop_chunk"],
+                   help="images that share one crop offset and flip (the code: 32, to cut a batch's patches "
+                        "fast on a 2012 GPU; 1: every image its own, the text)")
 
     g = p.add_argument_group("net (section 3); the paper's ablations and common fixes")
     g.add_argument("--width", type=float, default=PAPER["width"], help="channel multiplier for quick runs (> 0)")
@@ -138,7 +176,7 @@ def get_args_parser(add_help=True):
                    help="one-column-half: the paper's one-GPU ablation (half the kernels in conv1-conv4)")
     g.add_argument("--dropout", type=float, default=PAPER["dropout"], help="dropout of fc6 and fc7, in [0, 1)")
     g.add_argument("--init-std", type=float, default=PAPER["init_std"],
-                   help="std of the N(0, std) init of every weight at width 1 (> 0)")
+                   help="std of the N(0, std) init of conv1, conv2 and fc6-fc8 at width 1 (> 0)")
     g.add_argument("--init-width-scaling", choices=("fan-in", "none"), default="fan-in",
                    help="fan-in: at --width w != 1 each layer's std is init-std * sqrt(its fan-in at width 1 / its "
                         "fan-in), so every layer keeps the paper's gain (at width 1: exactly init-std); none: "
@@ -214,8 +252,12 @@ def parse_args(argv=None):
     explicit = _explicit(argv)
     actions = {a.dest: a for a in parser._actions if a.dest != "help"}
     values = {dest: a.default for dest, a in actions.items()}
-    if given.config:
-        values.update(_read_config_file(given.config, actions))
+    from_config = _read_config_file(given.config, actions) if given.config else {}
+    # The recipe picks the defaults; a config's values and the flags given override them.
+    recipe = explicit.get("recipe", from_config.get("recipe", DEFAULT_RECIPE))
+    # (--lr keeps its own default, None: the recipe's rate scaled to the batch by default_lr.)
+    values.update({k: v for k, v in RECIPE_VALUES[recipe].items() if k in values and k != "lr"})
+    values.update(from_config)
     values.update(explicit)
     args = argparse.Namespace(**values)
     args.explicit = sorted(explicit)
@@ -256,6 +298,9 @@ def check_values(args):
         ("weight_decay", finite(args.weight_decay) and args.weight_decay >= 0, "a number >= 0 (the paper: 0.0005)"),
         ("width", finite(args.width) and args.width > 0, "a number > 0 (1.0: the paper)"),
         ("init_std", finite(args.init_std) and args.init_std > 0, "a number > 0 (the paper: 0.01)"),
+        ("init_std_conv3_5", finite(args.init_std_conv3_5) and args.init_std_conv3_5 > 0,
+         "a number > 0 (the code: 0.03, the text: 0.01)"),
+        ("bias_lr_mult", finite(args.bias_lr_mult) and args.bias_lr_mult >= 0, "a number >= 0 (the code: 2)"),
         ("bias_init", finite(args.bias_init), "a finite number (the paper: 1)"),
         ("dropout", finite(args.dropout) and 0 <= args.dropout < 1, "a number in [0, 1) (the paper: 0.5)"),
         ("colour_noise_std", finite(args.colour_noise_std) and args.colour_noise_std >= 0,
@@ -315,6 +360,8 @@ def resolve_run(args):
             raise UsageError(f"--{k.replace('_', '-')} {values[k]} differs from this run's {saved[k]} "
                              f"({config_path}); a resumed run keeps its settings: drop the flag, or start a new --out")
     merged = dict(values)
+    # A run started before a setting existed continues as it started: what the setting meant then.
+    saved = with_legacy(saved)
     merged.update({k: v for k, v in saved.items() if k in values and k not in ("resume", "auto_resume", "explicit")})
     merged.update({k: values[k] for k in args.explicit})
     return argparse.Namespace(**merged), True
