@@ -137,8 +137,9 @@ def score(args, devices, precision, store, models, mean_image):
 
 
 def checkpoint_entry(info):
-    """A net's checkpoint in the JSON: its path, and for a training checkpoint its epochs and steps done."""
-    entry = {"path": info["path"]}
+    """A net's checkpoint in the JSON: what load_model read (path, recipe, ...), for a training checkpoint its
+    place as epochs and steps done (core/numbering.py) instead of the file's own counters."""
+    entry = {k: v for k, v in info.items() if k not in ("epoch", "step", "steps_before")}
     if "epoch" in info:  # a training checkpoint (a bare state_dict records neither)
         entry.update(checkpoint_counts(info))
         entry["position"] = position(info["epoch"], info.get("step") or 0)
