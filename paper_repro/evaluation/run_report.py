@@ -10,8 +10,7 @@ import os
 
 from paper_repro.core.atomic import atomic_write
 from paper_repro.core.recipe import LEGACY_RECIPE, PAPER_CLASSES, RECIPE, RECIPE_VALUES, deviations, with_legacy
-from paper_repro.data.store import (MANIFEST, ImageNetStore, dataset_identity, is_generated, load_stats,
-                                    store_classes)
+from paper_repro.data.store import MANIFEST, ImageNetStore, dataset_identity, is_generated, load_stats, store_classes
 from paper_repro.evaluation.colour import RANDOM_COLOUR_RATIO, compare_columns
 from paper_repro.evaluation.features import nearest_neighbours
 from paper_repro.evaluation.figures import (as_percent, conv1_columns, plot_conv1, plot_curves, plot_neighbours,
