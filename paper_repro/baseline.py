@@ -112,7 +112,8 @@ def main(args):
     steps_per_epoch = len_epoch(train_store, args.batch_size)
     print(f"baseline {args.out}: torchvision's AlexNet, its reference recipe, on {len(train_store)} training images "
           f"of {num_classes} classes (val: {len(val_store)}) from {args.data} | {steps_per_epoch} steps of "
-          f"{args.batch_size} images per epoch, {args.epochs} epochs | device {device} ({chosen})", flush=True)
+          f"{args.batch_size} images per epoch, {args.epochs} epoch{'s' if args.epochs != 1 else ''} | device {device} "
+          f"({chosen})", flush=True)
     torch.manual_seed(args.seed)
     model = Normalised(num_classes, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,

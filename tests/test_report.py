@@ -396,12 +396,15 @@ def _folder_store(tiny_store, tmp_path, **manifest_changes):
     return store, manifest["classes"], ImageNetStore(store, "val").labels
 
 
-def test_figure4_names_classes_in_words_where_the_store_has_them_else_its_ids_once(tiny_store, tmp_path):
+def test_figure4_names_classes_in_words_where_the_store_has_them_else_its_ids_once(tiny_store, tmp_path, capsys):
     store, classes, labels = _folder_store(tiny_store, tmp_path)
     run = str(tmp_path / "run")
     make_run(run, store, drop_after=99)
     argv = ["--run", run, "--gpus", "cpu", "--pool", "12", "--queries", "2", "--no-progress"]
     main(get_args_parser().parse_args(argv + ["--out", str(tmp_path / "ids")]))
+    assert capsys.readouterr().out.splitlines() == [
+        f"report {run}: 3 epochs logged, 0 evaluations | Figure 4 on cpu (--gpus cpu) | into {tmp_path / 'ids'}",
+        f"wrote {tmp_path / 'ids' / 'report.md'}"]
     md = open(tmp_path / "ids" / "report.md").read()
     assert f" Query classes: val 0: {classes[labels[0]]}; val 15: {classes[labels[15]]}." in md
     assert f"({classes[labels[0]]})" not in md  # never "n0... (n0...)"
