@@ -17,7 +17,7 @@ import time
 
 from paper_repro.core import cli
 from paper_repro.core.atomic import atomic_write_json
-from paper_repro.core.devices import choose_devices
+from paper_repro.core.devices import choose_devices, default_spec
 
 PROG = "paper_repro.demo"
 SUMMARY = "demo_summary.json"  # written last: its presence, with the same settings, means this demo is done
@@ -125,10 +125,13 @@ def main(args):
     seconds["build"] = run("build", [py, os.path.join(HERE, "data_prep", "build_imagenet.py"), "--source", source,
                                      "--out", store, *workers])
     epochs = [] if args.epochs is None else ["--epochs", str(args.epochs)]
-    gpus = [] if args.gpus is None else ["--gpus", args.gpus]  # none given: each command takes the rule's default
+    # Train gets the spec the rule chose, which overrides the config's own (demo_cpu's cpu,cpu); evaluate, given
+    # none, takes its own default by the same rule.
+    gpus = [] if args.gpus is None else ["--gpus", args.gpus]
+    train_gpus = ["--gpus", args.gpus if args.gpus is not None else default_spec("cpu,cpu")]
     # --auto-resume: re-running the demo after an interruption continues the run instead of failing.
     seconds["train"] = run("train", [py, "-m", "paper_repro.train", "--config", args.config, "--data", store,
-                                     *gpus, "--out", run_dir, *workers, "--auto-resume", *epochs])
+                                     *train_gpus, "--out", run_dir, *workers, "--auto-resume", *epochs])
     seconds["evaluate"] = run("evaluate", [
         py, "-m", "paper_repro.evaluate", "--data", store, "--split", "val", "--checkpoint",
         os.path.join(run_dir, "checkpoint.pt"), *gpus, "--views", "10", "--json", eval_json, *workers])

@@ -64,6 +64,8 @@ def main(args):
     started = time.perf_counter()
     stores = _open_store(args)  # the data before the devices: a missing store is the first thing to fix
     devices, chosen = checked(choose_devices, args.gpus, "cpu,cpu")
+    if args.gpus is not None and "gpus" not in args.explicit:
+        chosen += f", from --config {args.config}"  # a config's spec counts as given
     rank, world_size = dist_utils.init_from_env(devices)
     clean = False
     try:
