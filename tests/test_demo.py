@@ -28,7 +28,7 @@ def test_demo_runs_every_stage_and_links_its_figures(tmp_path):
         assert f"({png})" in report and (out / png).stat().st_size > 1000, png
     assert "demo done in" in done.stdout and "report.md" in done.stdout
     assert done.stdout.splitlines()[0].startswith(
-        f"demo: generate a data set of 3 classes, build its store, train on cpu, cpu (--gpus cpu,cpu: not given, ")
+        "demo: generate a data set of 3 classes, build its store, train on cpu, cpu (--gpus cpu,cpu: not given, ")
     # Run again after it finished: a no-op that says where the report is; no stage runs, nothing is rewritten.
     stamps = {f: os.stat(out / f).st_mtime_ns for f in os.listdir(out)}
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
