@@ -159,6 +159,13 @@ def finalize(out, source_plan, settings):
         _write_npy(os.path.join(out, split, "index.npy"), index)
         atomic_write_bytes(os.path.join(out, split, "filenames.txt"), "".join(n + "\n" for n in names).encode())
         splits[split] = {"count": len(index), "shards": len(ks)}
+    if splits.get("train", {}).get("count") == 0:  # before any statistics: a mean over no image is no number
+        # (A val or test split whose files all fail is stored empty and named by ImageNetStore when opened.)
+        atomic_write_json(os.path.join(out, "skipped.json"), skipped)
+        where = [sk for sk in skipped if "/train/" in sk["file"] or "_train" in sk["file"]] or skipped
+        example = f", e.g. {where[0]['file']}: {where[0]['reason']}" if where else ""
+        raise SourceError(f"the train split of {settings.get('source')} has no image the build could store: every "
+                          f"file was skipped{example} (all in {os.path.join(out, 'skipped.json')})")
     if train_sums is not None:
         stats, mean_image = train_sums.stats()
         atomic_write_json(os.path.join(out, "stats.json"), stats)
@@ -397,11 +404,8 @@ def verify(out, workers=None):
 
 # ---------------------------------------------------------------------------- command line
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as written, and the default of every option that is not required."""
-
-    def _get_help_string(self, action):
-        return action.help if action.required else super()._get_help_string(action)
+class HelpFormatter(cli.HelpFormatter):
+    """The module docstring as written, and the default of every option that has one, once (core/cli.py)."""
 
 
 def get_args_parser():
@@ -410,7 +414,8 @@ def get_args_parser():
                                 formatter_class=HelpFormatter)
     p.add_argument("--source", metavar="DIR", default=None,
                    help="folder with the ILSVRC archives, the extracted train/ val/ folders or Tiny ImageNet; "
-                        "None: only --verify STORE")
+                        "symbolic links to files and to class folders are followed (a subset made with ln -s "
+                        "builds like a copy); without it: only --verify STORE")
     p.add_argument("--out", metavar="STORE", required=True, help="store folder to write (or finish, or verify)")
     p.add_argument("--year", type=int, choices=(2012, 2010), default=2012,
                    help="which ILSVRC archives --source holds (not used for Tiny ImageNet)")

@@ -61,15 +61,15 @@ def unkilled(tiny_store, tmp_path_factory):
 
 
 @pytest.mark.parametrize("fault, resumed_at", [
-    ("kill:rank1:step:5", "epoch 2, batch 1"),  # mid-epoch 2; the last checkpoint: after global step 4
-    ("kill:rank0:checkpoint:3", "epoch 2, batch 0"),  # rank 0 dies inside its 3rd save: the 2nd is the last whole one
-    ("kill:rank1:val:1", "epoch 1, batch 2"),  # during epoch 1's validation, before the end-of-epoch checkpoint
+    ("kill:rank1:step:5", "after batch 1 of epoch 2"),  # mid-epoch 2; the last checkpoint: after global step 4
+    ("kill:rank0:checkpoint:3", "after epoch 1"),  # rank 0 dies inside its 3rd save: the 2nd is the last whole one
+    ("kill:rank1:val:1", "after batch 2 of epoch 1"),  # during epoch 1's validation, before the end-of-epoch checkpoint
 ], ids=["mid-epoch", "during-checkpoint", "during-validation"])
 def test_killed_worker_restarts_and_ends_bit_identical(tiny_store, tmp_path, unkilled, fault, resumed_at):
     run = str(tmp_path / "killed")
     output = _torchrun(tiny_store, run, fault)
     assert "exitcode: -9" in output  # the fault fired: torchrun saw its worker SIGKILLed, then restarted the group
-    assert f"resuming {run} at {resumed_at} " in output
+    assert f"resuming {run} {resumed_at} (epochs done: " in output
     assert "connectFullMesh failed" not in output
     a, b = load_checkpoint(os.path.join(unkilled, "checkpoint.pt")), load_checkpoint(os.path.join(run, "checkpoint.pt"))
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 0)
