@@ -1,13 +1,16 @@
-"""Build the 256x256 image store (JPEG shards), the mean image and the RGB PCA from ILSVRC or Tiny ImageNet.
+"""Build the image store (256x256 JPEG shards; CIFAR-10: 32x32 PNG), the mean image and the RGB PCA.
 
 python data_prep/build_imagenet.py --source DIR --out STORE [--year 2012|2010] [--workers N] [--verify]
 
 DIR holds, told apart by their files (data_prep/source_layouts.py):
   the official ILSVRC archives (read in place, streaming, nothing extracted to disk),
   the extracted layout DIR/train/<wnid>/*.JPEG, DIR/val/<wnid>/*.JPEG [, DIR/test/<wnid>/*.JPEG], or
-  the extracted Tiny ImageNet layout (DIR/wnids.txt, words.txt, train/<wnid>/images/, val/images/).
+  the extracted Tiny ImageNet layout (DIR/wnids.txt, words.txt, train/<wnid>/images/, val/images/), or
+  CIFAR-10: cifar-10-python.tar.gz, its extracted cifar-10-batches-py/, or DIR/train/<class>/*.png|jpg and
+  DIR/test/<class>/*.png|jpg of 32x32 images (data_prep/cifar_sources.py).
 Every image: shorter side rescaled to 256 (area averaging when shrinking, bicubic when enlarging,
 as the authors' tool), central 256x256 crop, RGB, stored as JPEG (results/store_format.md).
+CIFAR-10 keeps its native 32x32 pixels, stored losslessly as PNG; its splits are train and test.
 Resumable: killed at any point, the same command finishes the job with the same bytes.
 --format raw keeps the pixels instead (memory-mapped uint8 arrays); auto: raw if they fit in 8 GiB.
 """
@@ -28,6 +31,8 @@ if __package__ in (None, ""):
     # imports below need the checkout on sys.path first (the one import allowed to follow code).
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data_prep.cifar_sources import CIFAR_SIZE  # noqa: E402
+from data_prep.cifar_sources import FORMATS as CIFAR_FORMATS  # noqa: E402
 from data_prep.ilsvrc_sources import DEMO_MARK  # noqa: E402
 from data_prep.image_recipe import (JPEG_QUALITY, JPEG_SUBSAMPLING, SIZE, SkipImage, encode_jpeg,  # noqa: E402
                                     prepare_image)
@@ -74,12 +79,14 @@ def process_shard(task, out, fmt="jpeg"):
                                  _write_npy)
     blobs, names, labels, skipped = [], [], [], []
     is_train = task.split == "train"
+    # A task may store its images its own way (CIFAR: native 32x32 PNG); the default is the 256x256 JPEG recipe.
+    prepare = getattr(task, "prepare", prepare_image)
     sums = PixelSums()
     for name, where, label, data in task.images():
         try:
             if isinstance(data, SkipImage):
                 raise data
-            jpeg = prepare_image(data)
+            jpeg = prepare(data)
         except SkipImage as e:
             skipped.append({"file": where, "reason": str(e)})
             continue
@@ -96,7 +103,9 @@ def process_shard(task, out, fmt="jpeg"):
     if is_train:
         index["pixel_sum"] = sums.pixel_sum.tolist()
         index["outer_sum"] = sums.outer_sum.tolist()
-        _write_npy(sums_path, sums.image_sum.astype(np.uint32))  # < 2**32 for < 16.8M images a shard
+        size = getattr(task, "image_size", SIZE)
+        image_sum = sums.image_sum if sums.image_sum is not None else np.zeros((size, size, 3), np.int64)
+        _write_npy(sums_path, image_sum.astype(np.uint32))  # < 2**32 for < 16.8M images a shard
     atomic_write_bytes(index_path, json.dumps(index, sort_keys=True).encode())  # the shard's commit mark
     return task.split, task.shard, len(blobs), skipped
 
@@ -201,6 +210,8 @@ def summary_text(manifest, skipped, out):
 
 def build_settings(source, source_format, year):
     """What the store records about how it was built (a resumed or repeated build must match it)."""
+    if source_format in CIFAR_FORMATS:  # native size, lossless
+        return {"source": source, "source_format": source_format, "encoding": "png", "size": CIFAR_SIZE}
     settings = {"source": source, "source_format": source_format, "jpeg_quality": JPEG_QUALITY,
                 "jpeg_subsampling": JPEG_SUBSAMPLING, "size": SIZE}
     if source_format != "tiny-imagenet":  # the ILSVRC year; Tiny ImageNet has none
@@ -312,7 +323,7 @@ def build(source, out, year=2012, workers=None, progress=True, fmt="jpeg"):
 # ---------------------------------------------------------------------------- verify
 
 def _verify_shard(args):
-    out, split, k, num_classes = args
+    out, split, k, num_classes, image_size = args
     problems = []
     idx = _load_shard_index(out, split, k)
     data_path = shard_paths(out, split, k)[0]
@@ -331,7 +342,7 @@ def _verify_shard(args):
             except Exception as e:
                 problems.append(f"{split} {name}: not decodable ({e})")
                 continue
-            if img.shape != (SIZE, SIZE, 3) or img.dtype != np.uint8:
+            if img.shape != (image_size, image_size, 3) or img.dtype != np.uint8:
                 problems.append(f"{split} {name}: shape {img.shape} {img.dtype}")
                 continue
             if split == "train":
@@ -381,10 +392,11 @@ def verify(out, workers=None):
     """Re-read every image of the store and check counts, decodability, labels and stats; problems list."""
     manifest = read_manifest(out)
     num_classes = len(manifest["classes"])
+    size = manifest["settings"].get("size", SIZE)
     problems, jobs = [], []
     for split, s in manifest["splits"].items():
         problems += _verify_split(out, split, s, num_classes)
-        jobs += [(out, split, k, num_classes) for k in range(s["shards"])]
+        jobs += [(out, split, k, num_classes, size) for k in range(s["shards"])]
     workers = max(1, workers or os.cpu_count() or 1)
     check = verify_raw_job if store_format(manifest["settings"]) == RAW else _verify_shard
     if workers > 1 and len(jobs) > 1:
@@ -413,9 +425,9 @@ def get_args_parser():
     p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=HelpFormatter)
     p.add_argument("--source", metavar="DIR", default=None,
-                   help="folder with the ILSVRC archives, the extracted train/ val/ folders or Tiny ImageNet; "
-                        "symbolic links to files and to class folders are followed (a subset made with ln -s "
-                        "builds like a copy); without it: only --verify STORE")
+                   help="folder with the ILSVRC archives, the extracted train/ val/ folders, Tiny ImageNet or "
+                        "CIFAR-10; symbolic links to files and to class folders are followed (a subset made with "
+                        "ln -s builds like a copy); without it: only --verify STORE")
     p.add_argument("--out", metavar="STORE", required=True, help="store folder to write (or finish, or verify)")
     p.add_argument("--year", type=int, choices=(2012, 2010), default=2012,
                    help="which ILSVRC archives --source holds (not used for Tiny ImageNet)")

@@ -13,7 +13,7 @@ from paper_repro.core.metrics import topk_errors, topk_predictions
 from paper_repro.core.numbering import checkpoint_counts, position
 from paper_repro.data.loader import default_workers
 from paper_repro.data.store import dataset_identity, load_stats
-from paper_repro.evaluation.scoring import evaluate, open_store
+from paper_repro.evaluation.scoring import evaluate, open_store, views_of
 from paper_repro.nets.checkpoint import load_model
 
 PROG = "python -m paper_repro.evaluate"
@@ -34,8 +34,9 @@ def get_args_parser(add_help=True):
                    help="a training checkpoint (RUN/checkpoint.pt) or a bare canonical state_dict (required); "
                    "repeat to average several nets' softmax outputs")
     p.add_argument("--gpus", default=None, help=help_text("cpu"))
-    p.add_argument("--views", type=int, default=10, choices=(10, 1),
-                   help="10: the paper's ten patches; 1: the centre patch only (default: %(default)s)")
+    p.add_argument("--views", type=int, default=None, choices=(10, 1),
+                   help="10: the paper's ten patches; 1: the centre patch only (default: each net's own test: "
+                   "the ten patches; a CIFAR-10 net's data path: cuda-convnet's ten views, or the whole image)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file (default: print only)")
     p.add_argument("--predictions", default=None,
                    help="also write int64 N x 5 top-5 labels per image, best first, to this .npy file "
@@ -90,6 +91,8 @@ def prepare(args):
                 f"checkpoint {m.checkpoint_info['path']} predicts {m.config()['num_classes']} classes but "
                 f"--data {args.data} has {num_store}; evaluate on the store the net was trained for"
             )
+    for m in models:
+        views_of(m.config(), args.views)  # a --views the net's data path cannot take is refused here
     precision = set_precision_policy(devices, args.tf32)
     return devices, precision, store, models, load_stats(args.data)["mean_image"]
 
@@ -103,6 +106,8 @@ def score(args, devices, precision, store, models, mean_image):
     preds = topk_predictions(probs, k=5)
     labels = torch.as_tensor(np.asarray(store.labels), dtype=torch.int64)
     errors = topk_errors(preds, labels, ks=(1, 5))
+    counts = sorted({views_of(m.config(), args.views) for m in models})
+    views = counts[0] if len(counts) == 1 else counts
     n = len(store)
     num_store = len(store.classes)
     result = {
@@ -111,7 +116,7 @@ def score(args, devices, precision, store, models, mean_image):
         "top1_wrong": errors[1],
         "top5_wrong": errors[5],
         "images": n,
-        "views": args.views,
+        "views": views,
         "split": args.split,
         "checkpoints": [checkpoint_entry(m.checkpoint_info) for m in models],
         "model_configs": [m.config() for m in models],
@@ -131,7 +136,7 @@ def score(args, devices, precision, store, models, mean_image):
     if args.json:
         atomic_write_json(args.json, result)
     print(f"{args.split}: top-1 error {100 * result['top1_error']:.2f} %, top-5 error "
-          f"{100 * result['top5_error']:.2f} % over {n} images, {args.views} view(s), "
+          f"{100 * result['top5_error']:.2f} % over {n} images, {views} view(s), "
           f"{len(models)} net(s)" + (f" -> {args.json}" if args.json else ""))
     return result
 

@@ -14,13 +14,12 @@ from paper_repro.core.cli import checked
 from paper_repro.core.devices import choose_devices, set_precision_policy
 from paper_repro.core.numbering import position
 from paper_repro.core.recipe import RECIPE_VALUES, deviations
-from paper_repro.data.augment import CentrePatch, TrainPatch
 from paper_repro.data.loader import BatchLoader, default_workers, shard_order, split_order
 from paper_repro.data.store import ImageNetStore, load_stats
 from paper_repro.nets.checkpoint import (CHECKPOINT, CheckpointError, load_checkpoint, load_run_checkpoint,
                                          remove_stale_temps, save_checkpoint)
 from paper_repro.training import distributed as dist_utils
-from paper_repro.training.build import build_model, make_optimizer, make_schedule
+from paper_repro.training.build import build_model, make_optimizer, make_schedule, make_transforms
 from paper_repro.training.engine import StallCheck, Stopped, evaluate_centre, format_duration, train_one_epoch
 from paper_repro.training.host_memory import keep_freed_memory
 from paper_repro.training.param_groups import apply_learning_rates
@@ -113,7 +112,8 @@ def _agree_on_run(args, rank):
 
 def _open_store(args):
     try:
-        return ImageNetStore(args.data, "train"), ImageNetStore(args.data, "val"), load_stats(args.data)
+        return (ImageNetStore(args.data, "train"), ImageNetStore(args.data, getattr(args, "val_split", "val")),
+                load_stats(args.data))
     except (ValueError, OSError) as e:
         raise cli.UsageError(str(e)) from None
 
@@ -221,7 +221,8 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
     config.update(model_config=model.config(), world_size=world_size, devices=list(devices), workers_used=workers,
                   num_classes=num_classes, train_images=len(train_store), val_images=len(val_store),
                   init_std_per_layer=stds, precision=precision, host_memory=host_memory,
-                  torch_version=str(torch.__version__))
+                  torch_version=str(torch.__version__),
+                  param_groups=[{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups])
     log_path, ckpt_path = os.path.join(args.out, "log.jsonl"), os.path.join(args.out, CHECKPOINT)
     steps_path = os.path.join(args.out, "steps.jsonl")
     if main_process:
@@ -242,12 +243,8 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
                                device=device)
     val_loader = BatchLoader(val_store, split_order(len(val_store), rank, world_size), batch, workers=workers,
                              pin_memory=on_gpu, decode=args.decode, device=device)
-    augment = TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=args.input_size,
-                         colour_noise=args.colour_noise_scale if args.colour_noise else None,
-                         noise_std=args.colour_noise_std, channels_last=args.channels_last, mean_crop=args.mean_crop,
-                         rescale=args.colour_noise_rescale, crop_chunk=args.crop_chunk)
+    augment, centre = make_transforms(args, stats, model)  # TrainPatch, CentrePatch; a CIFAR net's own data path
     augment.noise_on = state.schedule.colour_noise  # the released schedule switches it off near the end
-    centre = CentrePatch(stats["mean_image"], size=args.input_size, channels_last=args.channels_last)
     stall = StallCheck(num_classes, args.stall_steps)
 
     def save():

@@ -134,7 +134,7 @@ def test_every_flag_has_help_and_its_default():
     parser = get_args_parser()
     assert parser.prog == "python -m paper_repro.bench"
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert sorted(subparsers.choices) == ["eval", "loader", "lrn", "train"]  # prep: python data_prep/bench_prep.py
+    assert sorted(subparsers.choices) == ["eval", "loader", "local", "lrn", "train"]  # prep: data_prep/bench_prep.py
     for name, sub in subparsers.choices.items():
         assert sub.prog == f"python -m paper_repro.bench {name}"
         flags = [a for a in sub._actions if not isinstance(a, argparse._HelpAction)]

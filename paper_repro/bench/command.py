@@ -2,14 +2,17 @@
 import argparse
 import os
 
+import torch
+
 from paper_repro.bench.evaluation import bench_eval
 from paper_repro.bench.loader import bench_loader
+from paper_repro.bench.local import bench_local
 from paper_repro.bench.lrn import bench_lrn
 from paper_repro.bench.train_step import bench_train
 from paper_repro.core.atomic import print_json
 
 PROG = "python -m paper_repro.bench"
-DESCRIPTION = """python -m paper_repro.bench {train,loader,eval,lrn}: our speed beside the baseline a user would run.
+DESCRIPTION = """python -m paper_repro.bench {train,loader,eval,lrn,local}: our speed beside a user's baseline.
 
 Each stage runs ours and the baseline in one process, on the same device, data and precision,
 and prints one JSON object (images_per_s of each, the figures behind them, the speed-up).
@@ -45,7 +48,7 @@ def _pipeline_flags(p, data_help, gpus_help):
 def get_args_parser():
     """The bench command line: one sub-command per stage."""
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, formatter_class=_Formatter)
-    sub = parser.add_subparsers(dest="stage", required=True, metavar="{train,loader,eval,lrn}")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="{train,loader,eval,lrn,local}")
 
     p = sub.add_parser("train", formatter_class=_Formatter, help="a training step (augment, forward, loss, backward, "
                        "PaperSGD) by the training code: ours vs torchvision.models.alexnet",
@@ -110,6 +113,21 @@ def get_args_parser():
     p.add_argument("--threads", type=int, default=1, help="intra-op threads")
     p.add_argument("--json", help="also write the JSON here (default: print only)")
     p.set_defaults(func=bench_lrn)
+
+    p = sub.add_parser("local", formatter_class=_Formatter,
+                       help="CIFAR-10 section 3.3 net: our locally connected layers vs plain torch (unfold), "
+                            "the layers alone and the whole training step",
+                       description="cuda-convnet's conv-local net (python -m paper_repro.train --config\n"
+                                   "cifar10_conv_local) with our LocallyConnected2d and with UnfoldLocal2d\n"
+                                   "(F.unfold + einsum), same weights, in alternating rounds on the CPU; the time of\n"
+                                   "one epoch of 50,000 images at each rate.")
+    p.add_argument("--layers", choices=("13pct", "11pct", "13pct-rnorm"), default="13pct", help="which net")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (cuda-convnet's 128)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps of each per round")
+    p.add_argument("--repeats", type=int, default=3, help="rounds; median and best reported")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads")
+    p.add_argument("--json", help="also write the JSON here (default: print only)")
+    p.set_defaults(func=bench_local)
     return parser
 
 

@@ -166,8 +166,9 @@ class _DecodeBatch(Dataset):
                 image, labels[j] = self.store[int(i)]
             except (OSError, RuntimeError, ValueError) as e:  # returned, not raised: the main process names it
                 return BadImage(i, e)
-            if image.shape != IMAGE_SHAPE:
-                return BadImage(i, ValueError(f"it decodes to {image.shape}, not {IMAGE_SHAPE}"))
+            shape = getattr(self.store, "image_shape", IMAGE_SHAPE)  # 256x256x3, or a CIFAR store's 32x32x3
+            if image.shape != shape:
+                return BadImage(i, ValueError(f"it decodes to {image.shape}, not {shape}"))
             images.append(torch.from_numpy(image).permute(2, 0, 1) if self.planar else torch.from_numpy(image))
         # default_collate stacks straight into shared memory inside a worker, so the batch crosses to
         # the main process without the extra copy a plain tensor would get.
@@ -350,7 +351,7 @@ class BatchLoader:
         if self.raw:
             return _pages(b * int(np.prod(self.store.image_shape))) + _pages(8 * b)
         if self.decode == "cpu":  # images, labels
-            return _pages(b * int(np.prod(IMAGE_SHAPE))) + _pages(8 * b)
+            return _pages(b * int(np.prod(getattr(self.store, "image_shape", IMAGE_SHAPE)))) + _pages(8 * b)
         lengths = np.asarray(self.store.encoded_lengths)  # the store's index of encoded sizes
         return _pages(int(np.sort(lengths)[-b:].sum())) + 3 * _pages(8 * b)  # bytes, lengths, labels, indices
 
@@ -423,8 +424,9 @@ class BatchLoader:
                 image = decode_image(buf.numpy().tobytes())
             except (OSError, RuntimeError, ValueError) as e:
                 return damaged_store_message(self.store, i, reason(e))
-            if image.shape != IMAGE_SHAPE:
-                return damaged_store_message(self.store, i, f"it decodes to {image.shape}, not {IMAGE_SHAPE}")
+            shape = getattr(self.store, "image_shape", IMAGE_SHAPE)
+            if image.shape != shape:
+                return damaged_store_message(self.store, i, f"it decodes to {image.shape}, not {shape}")
         return (f"the GPU decoder failed on a batch of {self.store.root}/{self.store.split} (images "
                 f"{indices[0]}..{indices[-1]}) that the CPU decoder reads: {reason(error)}; use --decode cpu")
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from paper_repro.data.cifar_views import eval_views
 from paper_repro.data.loader import image_batches
 from paper_repro.data.store import ImageNetStore
 from paper_repro.data.views import TenViews
@@ -35,26 +36,50 @@ def average_views(probs):
     return total / probs.shape[1]
 
 
-def _cut_key(model):
-    """(patch size, mean crop) a net's views are cut with: its input size, and the mean its training subtracted."""
-    return model.config().get("input_size", 224), getattr(model, "checkpoint_info", {}).get("mean_crop", "position")
-
-
 def _view_buffer(buffers, key, count, device):
     """A float32 count x 3 x size x size CPU tensor reused across batches (None on a GPU): a fresh
     100+ MB allocation per batch would cost more in page faults than cutting the views does."""
     if device.type != "cpu":
         return None
-    size = key[0]
+    size = key[1]
     need = count * 3 * size * size
     if key not in buffers or buffers[key].numel() < need:
         buffers[key] = torch.empty(need)
     return buffers[key][:need].view(count, 3, size, size)
 
 
+def _view_key(model):
+    """(data path, patch size, mean crop) of a net's test views: the paper's patches, with the mean its training
+    subtracted, or a CIFAR net's own data path (config["input"])."""
+    config = model.config()
+    return (config.get("input", "paper"), config.get("input_size", 224),
+            getattr(model, "checkpoint_info", {}).get("mean_crop", "position"))
+
+
+def views_of(config, views=None):
+    """The views per image a net with model_config `config` is tested with (views None: its data path's own)."""
+    if config.get("input", "paper") == "whole":
+        if views not in (None, 1):
+            raise ValueError(f"a net trained on whole images ({config.get('net')}) has one test view, not {views}; "
+                             f"drop --views")
+        return 1
+    return 10 if views is None else views
+
+
+def _cutter(key, mean_image, views):
+    """(the cutter of a view key, views per image); views None: the data path's own number (10; whole images 1)."""
+    kind, size, mean_crop = key
+    if kind == "paper":
+        views = 10 if views is None else views
+        return TenViews(mean_image, size, views, mean_crop=mean_crop), views
+    return eval_views(kind, np.asarray(mean_image), size, views)
+
+
 def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf16=False, progress=True,
              decode="cpu"):
     """Return float32 probabilities N x C (CPU): softmax averaged over the views, then over the models.
+
+    views: 10 or 1, or None for each net's own test (the paper's ten; a CIFAR net's data path says, config["input"]).
 
     The probabilities stay on the device until the last batch is done and come back in one copy:
     the host never waits for the device inside the loop.
@@ -66,27 +91,30 @@ def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf1
         raise ValueError(f"the checkpoints disagree on the number of classes: {sorted(classes)}")
     num_classes = classes.pop()
     device = torch.device(models[0].devices[0])
-    cutters = {}
+    cutters, keys = {}, []  # one cutter per (data path, patch size): the nets that share one share its patches
     for m in models:
-        cutters.setdefault(_cut_key(m), TenViews(mean_image, _cut_key(m)[0], views, mean_crop=_cut_key(m)[1]))
+        keys.append(_view_key(m))
+        if keys[-1] not in cutters:
+            cutters[keys[-1]] = _cutter(keys[-1], mean_image, views)
     probs = torch.zeros(len(store), num_classes, dtype=torch.float32, device=device)
     start, buffers = 0, {}
     batches = image_batches(store, np.arange(len(store)), batch_size, workers, pin_memory=device.type == "cuda",
                             decode=decode, device=device)
-    bar = tqdm(total=len(store), unit="img", desc=f"evaluate ({views} view{'s' if views > 1 else ''})",
+    counts = "/".join(str(v) for v in sorted({v for _, v in cutters.values()}))
+    bar = tqdm(total=len(store), unit="img", desc=f"evaluate ({counts} view{'' if counts == '1' else 's'})",
                disable=not progress, dynamic_ncols=True)
     with torch.inference_mode():
         for images, _ in batches:
             images = images.to(device, non_blocking=True)
             n = images.shape[0]
-            patches = {key: cut(images, out=_view_buffer(buffers, key, n * views, device))
-                       for key, cut in cutters.items()}  # cut once per patch size and mean
+            patches = {key: cut(images, out=_view_buffer(buffers, key, n * v, device))
+                       for key, (cut, v) in cutters.items()}  # cut once per data path, patch size and mean
             total = torch.zeros(n, num_classes, dtype=torch.float32, device=device)
-            for m in models:
-                x = patches[_cut_key(m)]
+            for m, key in zip(models, keys):
+                x, v = patches[key], cutters[key][1]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = m(x)
-                total += average_views(F.softmax(logits.float(), dim=1).view(n, views, num_classes))
+                total += average_views(F.softmax(logits.float(), dim=1).view(n, v, num_classes))
             probs[start:start + n] = total / len(models)
             start += n
             bar.update(n)

@@ -9,7 +9,7 @@ from paper_repro.core import faults
 from paper_repro.core.atomic import atomic_write, stale_temps
 from paper_repro.core.numbering import position
 from paper_repro.core.recipe import LEGACY_RECIPE, with_legacy
-from paper_repro.nets.alexnet import AlexNet
+from paper_repro.nets.registry import net_from_config
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the checkpoint before the last one: kept until the new one is verified
@@ -138,8 +138,8 @@ def read_checkpoint(path):
 
 def _with_legacy_net(model_config):
     """A checkpoint's model_config with the net settings it predates filled as they were then (recipe.LEGACY)."""
-    if model_config is None:
-        return None
+    if model_config is None or model_config.get("net", "alexnet") != "alexnet":
+        return model_config  # the CIFAR nets have none of AlexNet's legacy settings
     filled = with_legacy(model_config)
     return {k: v for k, v in filled.items() if k in model_config or k in LEGACY_NET_KEYS}
 
@@ -175,18 +175,18 @@ def check_state_dict(net, state_dict, path):
     expected = net.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    desc = ", ".join(f"{k}={v}" for k, v in sorted(net.config().items()))
+    desc = ", ".join(f"{k}={v}" for k, v in sorted(net.config().items()) if k != "net")
     if missing or unexpected:
         what = f"lacks {missing[0]}" if missing else f"has an unexpected key {unexpected[0]}"
         raise ValueError(
-            f"checkpoint {path} does not match the net AlexNet({desc}): it {what} "
+            f"checkpoint {path} does not match the net {type(net).__name__}({desc}): it {what} "
             f"({len(missing)} missing, {len(unexpected)} unexpected keys)"
         )
     for k, v in expected.items():
         got = tuple(state_dict[k].shape)
         if got != tuple(v.shape):
             raise ValueError(
-                f"checkpoint {path} does not match the net AlexNet({desc}): {k} has shape {got} "
+                f"checkpoint {path} does not match the net {type(net).__name__}({desc}): {k} has shape {got} "
                 f"in the checkpoint but {tuple(v.shape)} in the net"
             )
 
@@ -202,7 +202,7 @@ def load_model(path, devices=("cpu",), input_size=None):
         config = infer_model_config(state_dict, path, input_size or 224)
     elif input_size is not None:
         config = {**config, "input_size": input_size}
-    net = AlexNet(devices=tuple(devices), **config)
+    net = net_from_config(config, devices)  # AlexNet, or the CIFAR net config["net"] names
     check_state_dict(net, state_dict, path)
     net.load_state_dict(state_dict)
     net.eval()

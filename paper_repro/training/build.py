@@ -1,10 +1,16 @@
-"""What a run's settings build: the net with the recipe's init, its optimiser's groups and its schedule."""
+"""What a run's settings build: the net with the recipe's init, its optimiser's groups, its data transforms and
+its schedule. --net picks the paper's AlexNet (default) or a CIFAR-10 net (nets/cifar*.py)."""
 import math
 import warnings
 
 import torch
 
+from paper_repro.core.cli import UsageError
+from paper_repro.data.augment import CentrePatch, TrainPatch
+from paper_repro.data.cifar_views import train_transforms
 from paper_repro.nets.alexnet import AlexNet
+from paper_repro.nets.cifar import ConvLocalNet, Fig1Net
+from paper_repro.nets.cifar_tutorial import TutorialAlexNet
 from paper_repro.training.optim import PaperSGD
 from paper_repro.training.param_groups import param_groups
 from paper_repro.training.schedule import PlateauSchedule, ReleasedSchedule, StepSchedule
@@ -45,6 +51,11 @@ def init_stds(model, scaling):
 
 def build_model(args, num_classes, devices):
     """The net the flags describe, initialised as the recipe says (section 5), each layer's std as init_stds() says."""
+    if getattr(args, "net", "alexnet") != "alexnet":
+        model = build_cifar_model(args, num_classes, devices)
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model, model.init_stds()
     model = AlexNet(num_classes=num_classes, devices=devices, width=args.width, input_size=args.input_size,
                     lrn=args.lrn, pooling=args.pooling, variant=args.variant, bias_init=args.bias_init,
                     dropout=args.dropout, init_std=args.init_std, init_std_conv3_5=args.init_std_conv3_5,
@@ -58,3 +69,50 @@ def build_model(args, num_classes, devices):
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, stds
+
+
+# ---------------------------------------------------------------------------- the CIFAR-10 nets (--net)
+
+def cifar_input(args):
+    """(data path, input size) of a CIFAR net: --cifar-input / --cifar-input-size, else the net's own."""
+    # Figure 1: no regularisation of any kind, so no augmentation: whole images, for either architecture
+    own = {"cifar_conv_local": ("convnet-crops", 24), "cifar_tutorial": ("paper", 28),
+           "cifar_fig1": ("whole", 32)}[args.net]
+    kind = args.cifar_input or own[0]
+    size = args.cifar_input_size or (32 if kind == "whole" else own[1])
+    if kind == "whole" and size != 32:
+        raise UsageError(f"--cifar-input-size {size}: whole images are 32x32 (use another --cifar-input for crops)")
+    return kind, size
+
+
+def build_cifar_model(args, num_classes, devices):
+    """The CIFAR-10 net --net names, with the CIFAR flags."""
+    kind, size = cifar_input(args)
+    unit = dict(activation_kind=args.activation, tanh_a=args.tanh_a, tanh_b=args.tanh_b)
+    try:
+        if args.net == "cifar_conv_local":
+            return ConvLocalNet(num_classes, args.cifar_layers, input_size=size, input=kind, devices=devices, **unit)
+        if args.net == "cifar_fig1":
+            return Fig1Net(num_classes, args.fig1_arch, input_size=size, input=kind, devices=devices, **unit)
+        return TutorialAlexNet(num_classes, input_size=size, width=args.width, batch_norm=args.batch_norm,
+                               lrn=False if args.lrn == "none" else None, dropout=args.dropout, init_std=args.init_std,
+                               bias_init=args.bias_init, input=kind, devices=devices)
+    except ValueError as e:
+        raise UsageError(f"--net {args.net}: {e}") from None
+
+
+def make_transforms(args, stats, model):
+    """(training transform, per-epoch validation transform): the paper's patches, or a CIFAR net's data path."""
+    colour = args.colour_noise_scale if args.colour_noise else None
+    # the recipe's patch options (mean crop, rescale, crop chunk): AlexNet's, and a CIFAR net's "paper" data path
+    options = dict(mean_crop=args.mean_crop, rescale=args.colour_noise_rescale, crop_chunk=args.crop_chunk)
+    if getattr(args, "net", "alexnet") == "alexnet":
+        return (TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=args.input_size,
+                           colour_noise=colour, noise_std=args.colour_noise_std, channels_last=args.channels_last,
+                           **options),
+                CentrePatch(stats["mean_image"], size=args.input_size, channels_last=args.channels_last))
+    if stats["mean_image"].shape[0] < model.input_size:
+        raise UsageError(f"--net {args.net} takes {model.input_size}x{model.input_size} inputs; the store's images are "
+                         f"{stats['mean_image'].shape[0]}x{stats['mean_image'].shape[1]} (build a CIFAR-10 store)")
+    return train_transforms(model.input, stats, model.input_size, colour, args.colour_noise_std, args.channels_last,
+                            **options)

@@ -77,7 +77,8 @@ def get_args_parser(add_help=True):
                                 add_help=add_help, epilog=EPILOG, formatter_class=HelpFormatter)
     g = p.add_argument_group("run")
     g.add_argument("--data", metavar="STORE", required=True,
-                   help="image store written by data_prep/build_imagenet.py (needs train and val splits); required")
+                   help="image store written by data_prep/build_imagenet.py (needs train and val splits; a CIFAR-10 "
+                        "store: train and test, with --val-split test); required")
     g.add_argument("--out", metavar="RUN", required=True,
                    help="run folder: config.json, log.jsonl, steps.jsonl, checkpoint.pt; required")
     g.add_argument("--gpus", default=None, help=gpus_help("cpu,cpu"))
@@ -193,6 +194,8 @@ def get_args_parser(add_help=True):
     g.add_argument("--no-colour-noise", dest="colour_noise", action="store_false",
                    help="ablation: no PCA colour noise (default: the paper's PCA colour noise is on)")
 
+    add_cifar_arguments(p)
+
     g = p.add_argument_group("speed (deviations from fp32, off by default)")
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=PAPER["bf16"],
                    help="bfloat16 autocast for forward and loss (may change on resume: --no-bf16)")
@@ -204,6 +207,39 @@ def get_args_parser(add_help=True):
                    help="on the CPU, glibc's malloc reuses freed memory instead of returning it to the OS "
                         "after every tensor (faster steps, resident size stays at its peak)")
     return p
+
+
+def add_cifar_arguments(p):
+    """The flags of the CIFAR-10 nets (Figure 1, section 3.3, the tutorials' AlexNet): their own group."""
+    g = p.add_argument_group("CIFAR-10 nets (--net; README: \"CIFAR-10: the paper's small experiments on a laptop\")")
+    g.add_argument("--net", choices=("alexnet", "cifar_conv_local", "cifar_fig1", "cifar_tutorial"), default="alexnet",
+                   help="alexnet: the paper's ImageNet net; cifar_conv_local: section 3.3's net (cuda-convnet's "
+                        "layers-conv-local-*.cfg); cifar_fig1: Figure 1's four-layer net; cifar_tutorial: AlexNet "
+                        "shrunk for 32x32 (one GPU column of it, FC 1024)")
+    g.add_argument("--val-split", choices=("val", "test"), default="val",
+                   help="the store split validated after every epoch (a CIFAR-10 store has train and test only; "
+                        "its configs use a fixed --lr-schedule step, so the test split chooses nothing)")
+    g.add_argument("--cifar-layers", choices=("13pct", "11pct", "13pct-rnorm"), default="13pct",
+                   help="cifar_conv_local: cuda-convnet's 13pct net (no normalisation), its 11pct net (two cross-map "
+                        "normalisation layers, local3 64 wide, fc10 wc 0.01), or the 13pct net plus the two "
+                        "normalisation layers alone")
+    g.add_argument("--fig1-arch", choices=("80sec", "conv-local"), default="80sec",
+                   help="cifar_fig1: cuda-convnet's layers-80sec.cfg, or the 13pct net's layers (both on whole "
+                        "32x32 images, wc 0)")
+    g.add_argument("--activation", choices=("relu", "tanh"), default="relu",
+                   help="the CIFAR nets' unit where cuda-convnet's files say relu (tanh: Figure 1's other curve)")
+    g.add_argument("--tanh-a", type=float, default=1.0, help="tanh unit a * tanh(b x): a (cuda-convnet's tanh[a,b])")
+    g.add_argument("--tanh-b", type=float, default=1.0, help="tanh unit a * tanh(b x): b")
+    g.add_argument("--cifar-input", choices=("convnet-crops", "whole", "paper"), default=None,
+                   help="the data path: convnet-crops (cuda-convnet's cropped provider: 24x24 random crops and flips, "
+                        "the centre mean, ten-view test), whole (the whole image minus the mean image), paper (the "
+                        "paper's recipe: random patches, flips, PCA colour noise, ten views); default: the net's own "
+                        "(conv_local convnet-crops, fig1 whole, tutorial paper)")
+    g.add_argument("--cifar-input-size", type=int, default=None,
+                   help="the net's input side (default: the net's own: conv_local 24, fig1 32, tutorial 28)")
+    g.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=False,
+                   help="cifar_tutorial: BatchNorm after every conv and hidden FC layer (the tutorial's net; it "
+                        "replaces the response normalisation)")
 
 
 def _read_config_file(name, allowed):
