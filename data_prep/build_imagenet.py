@@ -12,6 +12,7 @@ Every image: shorter side rescaled to 256 (area averaging when shrinking, bicubi
 as the authors' tool), central 256x256 crop, RGB, stored as JPEG (results/store_format.md).
 CIFAR-10 keeps its native 32x32 pixels, stored losslessly as PNG; its splits are train and test.
 Resumable: killed at any point, the same command finishes the job with the same bytes.
+--format raw keeps the pixels instead (memory-mapped uint8 arrays); auto: raw if they fit in 8 GiB.
 """
 import argparse
 import json
@@ -35,12 +36,15 @@ from data_prep.cifar_sources import FORMATS as CIFAR_FORMATS  # noqa: E402
 from data_prep.ilsvrc_sources import DEMO_MARK  # noqa: E402
 from data_prep.image_recipe import (JPEG_QUALITY, JPEG_SUBSAMPLING, SIZE, SkipImage, encode_jpeg,  # noqa: E402
                                     prepare_image)
+from data_prep.raw_shards import (FORMAT_HELP, FORMATS, choose_format, format_line, process_raw_shard,  # noqa: E402
+                                  recorded_format, settings_for, verify_raw_job)
 from data_prep.shard_tasks import SourceError  # noqa: E402
 from data_prep.source_layouts import detect_format, plan  # noqa: E402
 from data_prep.store_stats import PixelSums  # noqa: E402
 from paper_repro.core import cli  # noqa: E402
 from paper_repro.core.atomic import atomic_write, atomic_write_bytes, atomic_write_json  # noqa: E402
 from paper_repro.data.class_names import manifest_entries  # noqa: E402
+from paper_repro.data.raw import RAW, raw_shard_name, store_format  # noqa: E402
 from paper_repro.data.store import (MANIFEST, SPLITS, ImageNetStore, decode_image, read_manifest,  # noqa: E402
                                     shard_name)
 
@@ -66,9 +70,13 @@ def init_worker():
     torch.set_num_threads(1)  # one image at a time per process: no intra-op threads to oversubscribe
 
 
-def process_shard(task, out):
+def process_shard(task, out, fmt="jpeg"):
     """Prepare every image of one shard task and write the shard (data, then sums, then index last)."""
     data_path, index_path, sums_path = shard_paths(out, task.split, task.shard)
+    if fmt == RAW:
+        return process_raw_shard(task, os.path.join(out, task.split, raw_shard_name(task.shard)), sums_path,
+                                 lambda idx: atomic_write_bytes(index_path, json.dumps(idx, sort_keys=True).encode()),
+                                 _write_npy)
     blobs, names, labels, skipped = [], [], [], []
     is_train = task.split == "train"
     # A task may store its images its own way (CIFAR: native 32x32 PNG); the default is the 256x256 JPEG recipe.
@@ -160,6 +168,13 @@ def finalize(out, source_plan, settings):
         _write_npy(os.path.join(out, split, "index.npy"), index)
         atomic_write_bytes(os.path.join(out, split, "filenames.txt"), "".join(n + "\n" for n in names).encode())
         splits[split] = {"count": len(index), "shards": len(ks)}
+    if splits.get("train", {}).get("count") == 0:  # before any statistics: a mean over no image is no number
+        # (A val or test split whose files all fail is stored empty and named by ImageNetStore when opened.)
+        atomic_write_json(os.path.join(out, "skipped.json"), skipped)
+        where = [sk for sk in skipped if "/train/" in sk["file"] or "_train" in sk["file"]] or skipped
+        example = f", e.g. {where[0]['file']}: {where[0]['reason']}" if where else ""
+        raise SourceError(f"the train split of {settings.get('source')} has no image the build could store: every "
+                          f"file was skipped{example} (all in {os.path.join(out, 'skipped.json')})")
     if train_sums is not None:
         stats, mean_image = train_sums.stats()
         atomic_write_json(os.path.join(out, "stats.json"), stats)
@@ -179,6 +194,7 @@ def summary_text(manifest, skipped, out):
     """The end-of-build summary: images per split, classes, skipped files with reasons, what is left out."""
     fmt = manifest["settings"].get("source_format")
     lines = [f"store {out}: {len(manifest['classes'])} classes" + (f" ({fmt} source)" if fmt else "")]
+    lines.append(format_line(manifest["settings"], out))
     if 0 < len(manifest.get("class_names") or ()) <= 20:  # a subset's classes in words; 1000 would drown the rest
         lines.append(f"  classes: {', '.join(manifest['class_names'])}")
     for split, s in manifest["splits"].items():
@@ -240,14 +256,14 @@ def _start(out, settings):
     _clean_temps(out)
 
 
-def _run_shards(pending, out, workers, bar):
+def _run_shards(pending, out, workers, bar, fmt="jpeg"):
     """Process the pending shard tasks (in a pool of `workers` processes); returns the images stored."""
-    jobs = [(t, out) for t in pending]
+    jobs = [(t, out, fmt) for t in pending]
     pool = None
     if workers == 1 or len(pending) <= 1:
         results = map(_process_shard_star, jobs)
     else:
-        if any(t.split == "train" for t in pending):
+        if any(t.split == "train" for t in pending) and fmt != RAW:
             decode_image(encode_jpeg(Image.new("RGB", (8, 8))))  # load the JPEG decoder once; forked workers share it
         pool = multiprocessing.Pool(min(workers, len(pending)), initializer=init_worker)
         results = pool.imap_unordered(_process_shard_star, jobs)
@@ -265,12 +281,14 @@ def _run_shards(pending, out, workers, bar):
     return done
 
 
-def build(source, out, year=2012, workers=None, progress=True):
-    """Build (or finish, or confirm) the store at `out` from `source`; returns the manifest."""
+def build(source, out, year=2012, workers=None, progress=True, fmt="jpeg"):
+    """Build (or finish, or confirm) the store at `out` from `source` in format `fmt` (FORMATS; this function's
+    default is jpeg, the command's auto: data_prep/raw_shards.py); returns the manifest."""
     source, out = os.path.abspath(source), os.path.abspath(out)
     source_format = detect_format(source, year)
     settings = build_settings(source, source_format, year)
-    manifest = _finished(out, settings)
+    fmt = (recorded_format(out) or fmt) if fmt == "auto" else fmt  # auto: a store at `out` keeps its format
+    manifest = _finished(out, settings_for(settings, fmt)) if fmt != "auto" else None
     if manifest is not None:
         _clean_temps(out)
         _remove_partial_sums(out)
@@ -280,7 +298,10 @@ def build(source, out, year=2012, workers=None, progress=True):
         print(summary_text(manifest, skipped, out))
         return manifest
     source_plan = plan(source, source_format, year)
+    fmt, why = choose_format(fmt, source_plan.tasks, settings.get("size", SIZE))
+    settings = settings_for(settings, fmt)
     _start(out, settings)
+    print(f"building {out}: {why}", flush=True)
     for split in {t.split for t in source_plan.tasks}:
         os.makedirs(os.path.join(out, split), exist_ok=True)
     tasks = source_plan.tasks
@@ -289,7 +310,7 @@ def build(source, out, year=2012, workers=None, progress=True):
     t0 = time.time()
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(pending), unit="shard",
                desc=f"building {os.path.basename(out)}", disable=not progress)
-    done = _run_shards(pending, out, workers, bar)
+    done = _run_shards(pending, out, workers, bar, fmt)
     manifest, skipped = finalize(out, source_plan, settings)
     dt = time.time() - t0
     print(summary_text(manifest, skipped, out))
@@ -377,11 +398,12 @@ def verify(out, workers=None):
         problems += _verify_split(out, split, s, num_classes)
         jobs += [(out, split, k, num_classes, size) for k in range(s["shards"])]
     workers = max(1, workers or os.cpu_count() or 1)
+    check = verify_raw_job if store_format(manifest["settings"]) == RAW else _verify_shard
     if workers > 1 and len(jobs) > 1:
         with multiprocessing.Pool(min(workers, len(jobs)), initializer=init_worker) as pool:
-            results = pool.map(_verify_shard, jobs)
+            results = pool.map(check, jobs)
     else:
-        results = list(map(_verify_shard, jobs))
+        results = list(map(check, jobs))
     total = PixelSums()
     for p, sums in results:
         problems += p
@@ -394,11 +416,8 @@ def verify(out, workers=None):
 
 # ---------------------------------------------------------------------------- command line
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module docstring as written, and the default of every option that is not required."""
-
-    def _get_help_string(self, action):
-        return action.help if action.required else super()._get_help_string(action)
+class HelpFormatter(cli.HelpFormatter):
+    """The module docstring as written, and the default of every option that has one, once (core/cli.py)."""
 
 
 def get_args_parser():
@@ -407,8 +426,8 @@ def get_args_parser():
                                 formatter_class=HelpFormatter)
     p.add_argument("--source", metavar="DIR", default=None,
                    help="folder with the ILSVRC archives, the extracted train/ val/ folders, Tiny ImageNet or "
-                        "CIFAR-10; "
-                        "None: only --verify STORE")
+                        "CIFAR-10; symbolic links to files and to class folders are followed (a subset made with "
+                        "ln -s builds like a copy); without it: only --verify STORE")
     p.add_argument("--out", metavar="STORE", required=True, help="store folder to write (or finish, or verify)")
     p.add_argument("--year", type=int, choices=(2012, 2010), default=2012,
                    help="which ILSVRC archives --source holds (not used for Tiny ImageNet)")
@@ -417,6 +436,8 @@ def get_args_parser():
     p.add_argument("--verify", action="store_true",
                    help="re-read the store and check it (after building it if --source is given)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    g = p.add_argument_group("how the images are stored")
+    g.add_argument("--format", choices=FORMATS, default="auto", help=FORMAT_HELP)
     return p
 
 
@@ -425,7 +446,7 @@ def main(argv=None):
     args = get_args_parser().parse_args(argv)
     try:
         if args.source:
-            build(args.source, args.out, args.year, args.workers, not args.no_progress)
+            build(args.source, args.out, args.year, args.workers, not args.no_progress, args.format)
         elif not args.verify:
             raise SourceError("give --source DIR to build, or --verify to check an existing store")
         if args.verify:

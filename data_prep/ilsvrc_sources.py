@@ -196,13 +196,24 @@ def plan_archives(source, year):
 
 
 def _scan_class_dirs(folder):
-    """({wnid: [(name, path)]}, skipped) of a split folder DIR/<split>/<wnid>/*."""
+    """({wnid: [(name, path)]}, skipped) of a split folder DIR/<split>/<wnid>/* (links to folders and files followed)."""
     out, skipped = {}, []
     for d in sorted(os.scandir(folder), key=lambda e: e.name):
-        if d.is_dir(follow_symlinks=False):
+        if d.is_dir():
             out[d.name], sk = list_regular_files(d.path)
             skipped += sk
     return out, skipped
+
+
+def _no_image(folder, found, skipped):
+    """The one line for a split folder whose class folders hold no image file, or None."""
+    if any(found.values()):
+        return None
+    unusable = [s for s in skipped if s["file"].startswith(folder + os.sep)]
+    why = f"; {len(unusable)} entries there are not usable files, e.g. {unusable[0]['file']}: " \
+          f"{unusable[0]['reason']}" if unusable else ""
+    return (f"{folder} has no image: its {len(found)} class folder{'s' if len(found) != 1 else ''} hold no file"
+            f"{why}. Put the images (or symbolic links to them) in {folder}/<wnid>/")
 
 
 def plan_folders(source):
@@ -212,6 +223,15 @@ def plan_folders(source):
     classes = sorted(train)
     if not classes:
         raise SourceError(f"{source}/train has no <wnid> class folders\n{expected}")
+    problem = _no_image(os.path.join(source, "train"), train, skipped)
+    if problem:
+        raise SourceError(problem)
+    empty = [w for w in classes if not train[w]]
+    if empty:
+        folder = os.path.join(source, "train", empty[0])
+        raise SourceError(f"{folder} has no image (class {empty[0]}; {len(empty)} of the {len(classes)} training "
+                          f"class folders {'is' if len(empty) == 1 else 'are'} empty): every class needs training "
+                          f"images")
     class_index = {w: i for i, w in enumerate(classes)}
     tasks = [FileShard("train", k, [SourceFile(n, p, k) for n, p in train[w]]) for k, w in enumerate(classes)]
     for split in ("val", "test"):
@@ -222,6 +242,9 @@ def plan_folders(source):
             continue
         found, sk = _scan_class_dirs(folder)
         skipped += sk
+        problem = _no_image(folder, found, sk) if split == "val" else None
+        if problem:
+            raise SourceError(problem)
         unknown = sorted(set(found) - set(classes))
         if unknown:
             raise SourceError(f"{folder} has class folders that {source}/train lacks: "

@@ -64,15 +64,23 @@ class FileShard:
 
 
 def list_regular_files(folder):
-    """([(name, path)] sorted by name, skipped) of the files in `folder`; symlinks/devices are reported."""
+    """([(name, path)] sorted by name, skipped) of the files in `folder`; devices and broken links are reported.
+
+    A symbolic link to a file counts as that file: a subset carved out of ImageNet with `ln -s` is the
+    usual way to make one without copying it.
+    """
     files, skipped = [], []
     for e in sorted(os.scandir(folder), key=lambda e: e.name):
-        st = e.stat(follow_symlinks=False)
+        try:
+            st = e.stat(follow_symlinks=True)
+        except OSError as err:  # a link to nothing (or to where this process may not look)
+            what = f"a symbolic link to {os.readlink(e.path)!r}" if e.is_symlink() else "a file"
+            skipped.append({"file": e.path, "reason": f"{what} that cannot be read ({err.strerror or err}): not used"})
+            continue
         if stat.S_ISDIR(st.st_mode):
             continue
         if not stat.S_ISREG(st.st_mode):
-            kind = "symlink" if stat.S_ISLNK(st.st_mode) else "special file"
-            skipped.append({"file": e.path, "reason": f"not a regular file ({kind}): not used"})
+            skipped.append({"file": e.path, "reason": "not a regular file (special file): not used"})
             continue
         files.append((e.name, e.path))
     return files, skipped

@@ -10,7 +10,6 @@ RUN/steps.jsonl, as train writes; RUN/checkpoint.pt at each epoch's end (rerun t
 """
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
@@ -23,10 +22,12 @@ from tqdm import tqdm
 from paper_repro.core import cli
 from paper_repro.core.atomic import atomic_write_json
 from paper_repro.core.cli import checked
+from paper_repro.core.devices import choose_devices
 from paper_repro.data.loader import BatchLoader, epoch_order
 from paper_repro.data.store import ImageNetStore
 from paper_repro.evaluate import evaluate
 from paper_repro.nets.checkpoint import CHECKPOINT, existing_checkpoints, load_run_checkpoint, save_checkpoint
+from paper_repro.training.engine import format_duration
 from paper_repro.training.run_state import append_log, rng_state, set_rng_state, truncate_log
 
 PROG = "paper_repro.baseline"
@@ -36,12 +37,13 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class Normalised(torch.nn.Module):
     """torchvision's AlexNet behind its reference normalisation, taking 0-255 patches as our nets do."""
 
-    def __init__(self, num_classes):
+    def __init__(self, num_classes, device="cpu"):
         super().__init__()
         self.net = torchvision.models.alexnet(num_classes=num_classes)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
-        self.devices, self._classes = ("cpu",), num_classes
+        self.devices, self._classes = (str(device),), num_classes
+        self.to(device)
 
     def forward(self, x):
         """Logits of 0-255 N x 3 x 224 x 224 patches."""
@@ -71,9 +73,14 @@ def len_epoch(store, batch_size):
 def get_args_parser():
     """The baseline's flags (defaults: torchvision's reference recipe for AlexNet)."""
     p = argparse.ArgumentParser(prog="python -m paper_repro.baseline", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", required=True, help="image store written by data_prep/build_imagenet.py")
-    p.add_argument("--out", required=True, help="run folder: log.jsonl, steps.jsonl, checkpoint.pt, eval JSON")
+                                formatter_class=cli.HelpFormatter)
+    p.add_argument("--data", metavar="STORE", required=True,
+                   help="image store written by data_prep/build_imagenet.py; required")
+    p.add_argument("--out", metavar="RUN", required=True,
+                   help="run folder: log.jsonl, steps.jsonl, checkpoint.pt, eval JSON; required")
+    p.add_argument("--gpus", default=None, help="the one device torchvision's AlexNet runs on: '0' (cuda:0) or "
+                   "'cpu'. Given, it is used or refused; without it: '0' where this machine has a GPU, 'cpu' where "
+                   "it has none; the first line says which")
     p.add_argument("--epochs", type=int, default=90, help="epochs to train")
     p.add_argument("--batch-size", type=int, default=256, help="batch (the reference: 8 GPUs x 32)")
     p.add_argument("--lr", type=float, default=0.01, help="initial learning rate (the reference's AlexNet line)")
@@ -89,18 +96,26 @@ def get_args_parser():
 
 def main(args):
     """Train, then score with the paper's ten views; return the eval result."""
+    started = time.perf_counter()
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--log-every", args.log_every)):
         if value < 1:
             raise cli.UsageError(f"{flag} {value}: must be an integer >= 1")
     if not args.lr > 0:
         raise cli.UsageError(f"--lr {args.lr}: must be a number > 0")
-    try:
+    try:  # the data before the devices: a missing store is the first thing to fix
         train_store, val_store = ImageNetStore(args.data, "train"), ImageNetStore(args.data, "val")
     except (ValueError, OSError) as e:
         raise cli.UsageError(str(e)) from None
+    devices, chosen = checked(choose_devices, args.gpus, "cpu", "torchvision's AlexNet")
+    device = devices[0]
     num_classes = len(train_store.classes)
+    steps_per_epoch = len_epoch(train_store, args.batch_size)
+    print(f"baseline {args.out}: torchvision's AlexNet, its reference recipe, on {len(train_store)} training images "
+          f"of {num_classes} classes (val: {len(val_store)}) from {args.data} | {steps_per_epoch} steps of "
+          f"{args.batch_size} images per epoch, {args.epochs} epoch{'s' if args.epochs != 1 else ''} | device {device} "
+          f"({chosen})", flush=True)
     torch.manual_seed(args.seed)
-    model = Normalised(num_classes)
+    model = Normalised(num_classes, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=0.1)
@@ -114,19 +129,20 @@ def main(args):
         epoch = ckpt["epoch"]
         truncate_log(os.path.join(args.out, "log.jsonl"), epoch)  # lines a kill left after the checkpoint
         truncate_log(os.path.join(args.out, "steps.jsonl"), epoch * len_epoch(train_store, args.batch_size), key="step")
-        print(f"resuming {args.out} after epoch {epoch}")
+        print(f"resuming {args.out} after epoch {epoch} (epochs done: {epoch})")
     atomic_write_json(os.path.join(args.out, "config.json"), dict(vars(args), recipe="torchvision reference "
                       "(references/classification, --model alexnet --lr 1e-2)", num_classes=num_classes))
-    loader = BatchLoader(train_store, [], args.batch_size, workers=args.workers)
+    loader = BatchLoader(train_store, [], args.batch_size, workers=args.workers, pin_memory=device != "cpu")
     crops = ReferenceTrainCrops()
     while epoch < args.epochs:
         model.train()
         loader.set_indices(epoch_order(len(train_store), args.seed, epoch))
         loss_sum, images, seconds, window = 0.0, 0, 0.0, []
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}", unit="batch", disable=not args.progress, dynamic_ncols=True)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", disable=not args.progress,
+                   dynamic_ncols=True)
         for step, (batch, labels) in enumerate(bar, 1):
             start = time.perf_counter()
-            loss = F.cross_entropy(model(crops(batch)), labels)
+            loss = F.cross_entropy(model(crops(batch).to(device, non_blocking=True)), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -137,20 +153,23 @@ def main(args):
                 n = args.batch_size * (len(window) - 1) + len(labels)
                 append_log(os.path.join(args.out, "steps.jsonl"),
                            {"step": epoch * len(loader) + step, "epoch": epoch + 1, "loss": sum(window) / n})
-                bar.set_postfix(loss=f"{sum(window) / n:.4f}")
+                steps_left = len(loader) - step + (args.epochs - epoch - 1) * len(loader)
+                bar.set_postfix({"loss": f"{sum(window) / n:.4f}", "run left": format_duration(
+                    seconds / step * steps_left)})  # training steps only; validation adds a little
                 window = []
         lr = optimizer.param_groups[0]["lr"]  # this epoch's, before the schedule moves it
         schedule.step()
         epoch += 1
         probs = evaluate([model], val_store, np.zeros((256, 256, 3), np.float32), views=1, workers=args.workers,
                          progress=False)
-        val_top1 = float((probs.argmax(1) != torch.as_tensor(val_store.labels)).float().mean())
+        val_top1 = float((probs.argmax(1) != torch.as_tensor(val_store.labels)).float().mean())  # probs: on the CPU
         append_log(os.path.join(args.out, "log.jsonl"), {
             "epoch": epoch, "train_loss": loss_sum / images, "val_top1_error": val_top1,
             "images_per_s": images / seconds, "train_images": images, "lr": lr})
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                     "schedule": schedule.state_dict(), "rng": rng_state(), "epoch": epoch})
-        tqdm.write(f"epoch {epoch}: train loss {loss_sum / images:.4f} | val top-1 (centre) {val_top1:.4f} | "
+        tqdm.write(f"epoch {epoch}/{args.epochs}: train loss {loss_sum / images:.4f} | val top-1 (centre) "
+                   f"{val_top1:.4f} | "
                    f"{images / seconds:.0f} img/s (training steps)")
     probs = evaluate([model], val_store, np.zeros((256, 256, 3), np.float32), views=10, workers=args.workers,
                      progress=args.progress)
@@ -158,10 +177,12 @@ def main(args):
     top5 = probs.topk(min(5, num_classes), dim=1).indices
     result = {"top1_error": float((probs.argmax(1) != labels).float().mean()),
               "top5_error": float((~(top5 == labels[:, None]).any(1)).float().mean()),
-              "views": 10, "images": len(val_store), "epochs": epoch}
-    atomic_write_json(os.path.join(args.out, "eval_val_10view.json"), result)
-    print(f"val (10 views): top-1 error {100 * result['top1_error']:.2f} %, top-5 {100 * result['top5_error']:.2f} %",
-          file=sys.stdout)
+              "views": 10, "images": len(val_store), "epochs_done": epoch}
+    eval_json = os.path.join(args.out, "eval_val_10view.json")
+    atomic_write_json(eval_json, result)
+    print(f"baseline {args.out}: done after epoch {epoch} (epochs done: {epoch}) in "
+          f"{format_duration(time.perf_counter() - started)}; ten-view val top-1 error "
+          f"{100 * result['top1_error']:.2f} %, top-5 {100 * result['top5_error']:.2f} % -> {eval_json}", flush=True)
     return result
 
 

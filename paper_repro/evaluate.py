@@ -8,9 +8,9 @@ import torch
 
 from paper_repro.core.atomic import atomic_write, atomic_write_json
 from paper_repro.core.cli import UsageError, checked, run
-from paper_repro.core.devices import HELP as GPUS_HELP
-from paper_repro.core.devices import parse_gpus, set_precision_policy
+from paper_repro.core.devices import choose_devices, help_text, set_precision_policy
 from paper_repro.core.metrics import topk_errors, topk_predictions
+from paper_repro.core.numbering import checkpoint_counts, position
 from paper_repro.data.loader import default_workers
 from paper_repro.data.store import dataset_identity, load_stats
 from paper_repro.evaluation.scoring import evaluate, open_store, views_of
@@ -33,7 +33,7 @@ def get_args_parser(add_help=True):
     p.add_argument("--checkpoint", required=True, action="append",
                    help="a training checkpoint (RUN/checkpoint.pt) or a bare canonical state_dict (required); "
                    "repeat to average several nets' softmax outputs")
-    p.add_argument("--gpus", default="0", help=GPUS_HELP + " (default: %(default)s)")
+    p.add_argument("--gpus", default=None, help=help_text("cpu"))
     p.add_argument("--views", type=int, default=None, choices=(10, 1),
                    help="10: the paper's ten patches; 1: the centre patch only (default: each net's own test: "
                    "the ten patches; a CIFAR-10 net's data path: cuda-convnet's ten views, or the whole image)")
@@ -72,10 +72,17 @@ def check_args(args):
 
 
 def prepare(args):
-    """Check the flags, open the store, load the nets: (devices, precision policy, store, models, mean image)."""
+    """Check the flags, open the store, load the nets: (devices, precision policy, store, models, mean image).
+
+    The data before the devices: a missing store is the first thing to fix. The first line printed says
+    which devices, and why those.
+    """
     check_args(args)
-    devices = parse_gpus(args.gpus)
     store = open_store(args.data, args.split)
+    devices, chosen = choose_devices(args.gpus, "cpu")
+    print(f"evaluate: {len(store)} {args.split} images of {len(store.classes)} classes from {args.data}, "
+          f"{args.views} view{'s' if args.views != 1 else ''}, {len(args.checkpoint)} net"
+          f"{'s' if len(args.checkpoint) != 1 else ''} | devices {', '.join(devices)} ({chosen})", flush=True)
     models = [load_model(c, devices, args.input_size) for c in args.checkpoint]
     num_store = len(store.classes)
     for m in models:
@@ -111,7 +118,7 @@ def score(args, devices, precision, store, models, mean_image):
         "images": n,
         "views": views,
         "split": args.split,
-        "checkpoints": [m.checkpoint_info for m in models],
+        "checkpoints": [checkpoint_entry(m.checkpoint_info) for m in models],
         "model_configs": [m.config() for m in models],
         "data": os.path.abspath(args.data),
         "store_classes": num_store,
@@ -132,6 +139,16 @@ def score(args, devices, precision, store, models, mean_image):
           f"{100 * result['top5_error']:.2f} % over {n} images, {views} view(s), "
           f"{len(models)} net(s)" + (f" -> {args.json}" if args.json else ""))
     return result
+
+
+def checkpoint_entry(info):
+    """A net's checkpoint in the JSON: what load_model read (path, recipe, ...), for a training checkpoint its
+    place as epochs and steps done (core/numbering.py) instead of the file's own counters."""
+    entry = {k: v for k, v in info.items() if k not in ("epoch", "step", "steps_before")}
+    if "epoch" in info:  # a training checkpoint (a bare state_dict records neither)
+        entry.update(checkpoint_counts(info))
+        entry["position"] = position(info["epoch"], info.get("step") or 0)
+    return entry
 
 
 def main(args):

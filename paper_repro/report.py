@@ -5,10 +5,8 @@ This file is the command; evaluation/run_report.py reads the run and writes the 
 import argparse
 import os
 
-import torch
-
 from paper_repro.core.cli import UsageError, checked, run
-from paper_repro.core.devices import parse_gpus
+from paper_repro.core.devices import choose_devices, help_text
 from paper_repro.evaluation.run_report import PROG, read_eval, read_run, write_report
 from paper_repro.nets.checkpoint import CHECKPOINT, load_checkpoint
 
@@ -24,7 +22,8 @@ def get_args_parser(add_help=True):
                    "(repeatable; default: none, only the training log's centre-patch errors)")
     p.add_argument("--data", default=None, help="STORE (default: the run's config.json 'data')")
     p.add_argument("--out", required=True, help="folder for report.md and its figures (required)")
-    p.add_argument("--gpus", default=None, help="devices for Figure 4's features (default: 0 if CUDA, else cpu)")
+    p.add_argument("--gpus", default=None, help="devices for Figure 4's fc7 features, as for evaluate: "
+                   + help_text("cpu"))
     p.add_argument("--queries", type=int, default=5, help="validation images in Figure 4 (default: %(default)s)")
     p.add_argument("--pool", type=int, default=5000,
                    help="training images searched for Figure 4's neighbours (default: %(default)s; the paper "
@@ -52,7 +51,10 @@ def read_inputs(args):
     config, log = read_run(args.run)
     ckpt_path = os.path.join(args.run, CHECKPOINT)
     ckpt = load_checkpoint(ckpt_path) if os.path.isfile(ckpt_path) else None
-    devices = parse_gpus(args.gpus or ("0" if torch.cuda.is_available() else "cpu"))
+    devices, chosen = choose_devices(args.gpus, "cpu")  # after the run and its files: the data first
+    print(f"report {args.run}: {len(log)} epoch{'s' if len(log) != 1 else ''} logged, {len(evals)} evaluation"
+          f"{'s' if len(evals) != 1 else ''} | Figure 4 on {', '.join(devices)} ({chosen}) | into {args.out}",
+          flush=True)
     return {"run": args.run, "config": config, "log": log, "ckpt": ckpt, "out": args.out, "evals": evals,
             "data": args.data, "devices": devices, "queries": args.queries, "pool": args.pool,
             "workers": args.workers, "progress": not args.no_progress}

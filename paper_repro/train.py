@@ -1,7 +1,9 @@
 """python -m paper_repro.train: the paper's training on two GPUs, one GPU, the CPU, or a torchrun cluster."""
 import os
+import shlex
 import signal
 import sys
+import time
 
 import torch
 from tqdm import tqdm
@@ -9,14 +11,16 @@ from tqdm import tqdm
 from paper_repro.core import cli
 from paper_repro.core.atomic import atomic_write_json
 from paper_repro.core.cli import checked
-from paper_repro.core.devices import parse_gpus, set_precision_policy
+from paper_repro.core.devices import choose_devices, set_precision_policy
+from paper_repro.core.numbering import position
+from paper_repro.core.recipe import RECIPE_VALUES, deviations
 from paper_repro.data.loader import BatchLoader, default_workers, shard_order, split_order
 from paper_repro.data.store import ImageNetStore, load_stats
 from paper_repro.nets.checkpoint import (CHECKPOINT, CheckpointError, load_checkpoint, load_run_checkpoint,
                                          remove_stale_temps, save_checkpoint)
 from paper_repro.training import distributed as dist_utils
 from paper_repro.training.build import build_model, make_optimizer, make_schedule, make_transforms
-from paper_repro.training.engine import StallCheck, Stopped, evaluate_centre, train_one_epoch
+from paper_repro.training.engine import StallCheck, Stopped, evaluate_centre, format_duration, train_one_epoch
 from paper_repro.training.host_memory import keep_freed_memory
 from paper_repro.training.param_groups import apply_learning_rates
 from paper_repro.training.run_state import RunState, append_log, rng_state, seed_dropout, seed_everything, truncate_log
@@ -56,12 +60,16 @@ class StopFlag:
 
 def main(args):
     """Train as `args` (from parse_args) says; return the last epoch's log record (None if nothing ran)."""
-    devices = checked(parse_gpus, args.gpus)
+    started = time.perf_counter()
+    stores = _open_store(args)  # the data before the devices: a missing store is the first thing to fix
+    devices, chosen = checked(choose_devices, args.gpus, "cpu,cpu")
+    if args.gpus is not None and "gpus" not in args.explicit:
+        chosen += f", from --config {args.config}"  # a config's spec counts as given
     rank, world_size = dist_utils.init_from_env(devices)
     clean = False
     try:
         with StopFlag() as stop:
-            record = train(args, devices, rank, world_size, stop)
+            record = train(args, devices, rank, world_size, stop, stores=stores, chosen=chosen, started=started)
         clean = True
         return record
     except Stopped as e:
@@ -128,7 +136,7 @@ def _restore(state, model, optimizer, args, rank, num_classes, train_images):
     saved_world = len(ckpt["rng"])
     if ckpt["step"] and saved_world != state.world_size:
         raise cli.UsageError(
-            f"the checkpoint {path} stopped in the middle of epoch {ckpt['epoch'] + 1} (batch {ckpt['step']}) "
+            f"the checkpoint {path} stopped {position(ckpt['epoch'], ckpt['step'])} "
             f"with {saved_world} processes; this run has {state.world_size}. Finish that epoch with "
             f"{saved_world} processes (the number of processes may change at any epoch boundary: every epoch "
             f"ends with a checkpoint), so that no image is seen twice or skipped")
@@ -138,16 +146,64 @@ def _restore(state, model, optimizer, args, rank, num_classes, train_images):
             tqdm.write("note: " + note, file=sys.stderr)
         truncate_log(os.path.join(args.out, "log.jsonl"), state.epoch)
         truncate_log(os.path.join(args.out, "steps.jsonl"), state.global_step, key="step")
-        print(f"resuming {args.out} at epoch {state.epoch + 1}, batch {state.step} (from {path})", flush=True)
+        print(f"resuming {args.out} {position(state.epoch, state.step)} (epochs done: {state.epoch}, steps done: "
+              f"{state.global_step}; from {path})", flush=True)
 
 
-def train(args, devices, rank, world_size, stop):
+def start_line(args, train_images, val_images, num_classes, steps_per_epoch, devices, chosen, world_size):
+    """The run's first line: its data, its steps, its devices (and why those), its recipe, its folder."""
+    # A run from before the released recipe (recipe.LEGACY_RECIPE) is told against the paper's text it followed.
+    against = args.recipe if args.recipe in RECIPE_VALUES else "paper-text"
+    changed = ", ".join(_as_flag(key, value) for key, _, value in deviations(vars(args), against))
+    recipe = (args.recipe + (f" (compared with {against})" if against != args.recipe else "")
+              + (f" except {changed}" if changed else "") + (f" (--config {args.config})" if args.config else ""))
+    processes = f" per process, {world_size} processes" if world_size > 1 else ""
+    return (f"train {args.out}: {train_images} training images of {num_classes} classes (val: {val_images}) from "
+            f"{args.data} | {steps_per_epoch} steps of {args.batch_size // world_size} images per epoch"
+            f"{processes}, {args.epochs} epoch{'s' if args.epochs != 1 else ''} at most | devices "
+            f"{', '.join(devices)} ({chosen}) | recipe: {recipe}"
+            + (f" | stall check at step {args.stall_steps}" if 0 < args.stall_steps <= args.epochs * steps_per_epoch
+               else ""))
+
+
+def _as_flag(key, value):
+    flag = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+
+
+def end_line(args, state, record, seconds, resumed=False):
+    """The run's last line: where it stands, its final errors, its wall time, the commands that come next."""
+    out, data = shlex.quote(args.out), shlex.quote(args.data)
+    eval_json = shlex.quote(os.path.join(args.out, "eval.json"))
+    why = f" (the schedule's {args.lr_max_drops} drops are spent)" if state.finished else ""
+    errors = ""
+    if record:
+        errors = (f"; val top-1 error {record['val_top1_error']:.4f}, top-5 {record['val_top5_error']:.4f} "
+                  f"(centre patch, epoch {record['epoch']})")
+    return (f"train {args.out}: done {position(state.epoch)}{why} (epochs done: {state.epoch}, steps done: "
+            f"{state.global_step}) in {format_duration(seconds)}{' (this start)' if resumed else ''}{errors}. Next, "
+            f"the paper's ten-view test and the "
+            f"report: python -m paper_repro.evaluate --data {data} --checkpoint "
+            f"{shlex.quote(os.path.join(args.out, CHECKPOINT))} --json {eval_json} && python -m paper_repro.report "
+            f"--run {out} --eval {eval_json} --out {shlex.quote(os.path.join(args.out, 'report'))}")
+
+
+def train(args, devices, rank, world_size, stop, stores=None, chosen="", started=None):
     """Section 5 of the paper: SGD on the augmented training set, validation after every epoch, lr /10 on plateaus."""
+    started = time.perf_counter() if started is None else started
     args, resume = _agree_on_run(args, rank)
     check_world(args, world_size)  # on the run's own batch size, saved settings merged
     main_process, device = rank == 0, devices[0]
-    train_store, val_store, stats = _open_store(args)
+    train_store, val_store, stats = stores or _open_store(args)
     num_classes = len(train_store.classes)
+    batch = args.batch_size // world_size
+    steps_per_epoch = -(-(-(-len(train_store) // world_size)) // batch)  # DistributedSampler pads every share
+    val_steps = -(-(-(-len(val_store) // world_size)) // batch)
+    if main_process:
+        print(start_line(args, len(train_store), len(val_store), num_classes, steps_per_epoch, devices, chosen,
+                         world_size), flush=True)
     precision = set_precision_policy(devices, tf32=args.tf32)
     host_memory = keep_freed_memory(devices, args.keep_freed_memory)
 
@@ -177,12 +233,12 @@ def train(args, devices, rank, world_size, stop):
     if state.finished or state.epoch >= args.epochs:
         if main_process:
             why = "the schedule's last plateau ended it" if state.finished else "raise --epochs to go on"
-            print(f"{args.out}: finished after {state.epoch} epochs; nothing to do ({why})")
+            print(f"train {args.out}: finished {position(state.epoch)} (epochs done: {state.epoch}); nothing to do "
+                  f"({why})")
         return None
 
     ddp_model = dist_utils.wrap(model)
     on_gpu = device.startswith("cuda")
-    batch = args.batch_size // world_size
     train_loader = BatchLoader(train_store, [], batch, workers=workers, pin_memory=on_gpu, decode=args.decode,
                                device=device)
     val_loader = BatchLoader(val_store, split_order(len(val_store), rank, world_size), batch, workers=workers,
@@ -222,31 +278,43 @@ def train(args, devices, rank, world_size, stop):
             return stop.signal is not None
         return step % args.log_every == 0 and dist_utils.any_process(stop.signal is not None, device)
 
-    record = None
+    val_seconds = []  # each validation's wall time: the run's time left counts the ones to come
+
+    def run_left(per_step, steps_left):
+        epochs_after = args.epochs - state.epoch - 1
+        # Before the first validation is timed: a forward pass only, about a third of a training step.
+        val = val_seconds[-1] if val_seconds else per_step * val_steps / 3
+        return per_step * (steps_left + epochs_after * steps_per_epoch) + val * (epochs_after + 1)
+
+    record, epoch_seconds = None, []
     while state.epoch < args.epochs and not state.finished:
+        epoch_started = time.perf_counter()
         train_loader.set_indices(shard_order(len(train_store), args.seed, state.epoch, rank, world_size),
                                  start=state.step)
         train_one_epoch(ddp_model, optimizer, train_loader, augment, device=device, epoch=state.epoch,
                         seed=args.seed, totals=state.totals, rank=rank, bf16=args.bf16,
                         checkpoint_every=args.checkpoint_every, save=save_at,
                         stop_requested=stop_requested, log_every=args.log_every, monitor=monitor,
-                        show_progress=args.progress and main_process, steps_before=state.steps_before)
+                        show_progress=args.progress and main_process, steps_before=state.steps_before,
+                        epochs=args.epochs, run_left=run_left)
+        val_started = time.perf_counter()
         val = evaluate_centre(model, val_loader, centre, device=device, bf16=args.bf16,
                               show_progress=args.progress and main_process)
+        val_seconds.append(time.perf_counter() - val_started)
         record = _epoch_record(state, val, device, steps=len(train_loader))
         state.next_epoch(len(train_loader))
         state.finished = record["stopped"]
         apply_learning_rates(optimizer, state.schedule, args.lr, args.bias_lr_fixed)
         augment.noise_on = state.schedule.colour_noise
+        epoch_seconds.append(time.perf_counter() - epoch_started)
         if main_process:
             append_log(log_path, record)
-            tqdm.write(_epoch_line(record, args))
+            tqdm.write(_epoch_line(record, args, epoch_seconds))
         save()
         if dist_utils.any_process(stop.signal is not None, device):
             raise Stopped(f"{stop.signal or 'a stop request'}: stopped after epoch {state.epoch}")
     if main_process:
-        print(f"{args.out}: done after {state.epoch} epochs"
-              + (f" (the schedule's {args.lr_max_drops} drops are spent)" if state.finished else ""))
+        print(end_line(args, state, record, time.perf_counter() - started, resume), flush=True)
     return record
 
 
@@ -263,10 +331,21 @@ def _epoch_record(state, val, device, steps):
                 lr_dropped=action == DROP, stopped=action == STOP, steps=state.steps_before + steps)
 
 
-def _epoch_line(record, args):
-    return (f"epoch {record['epoch']}: lr {record['lr']:g} train loss {record['train_loss']:.4f} top-1 "
-            f"{record['train_top1_error']:.3f} | val top-1 {record['val_top1_error']:.4f} top-5 "
-            f"{record['val_top5_error']:.4f} | {record['images_per_s']:.0f} img/s"
+def _epoch_line(record, args, epoch_seconds):
+    """One line per epoch: its numbers, its wall time, and the run's time left at this pace (at most: a plateau
+    schedule may stop it sooner)."""
+    left = args.epochs - record["epoch"]
+    pace = sum(epoch_seconds) / len(epoch_seconds)
+    if record["stopped"] or not left:
+        remaining = ""
+    else:
+        remaining = (f", {'up to ' if args.lr_schedule == 'plateau' else ''}{left} epoch{'s' if left != 1 else ''} "
+                     f"left: about {format_duration(left * pace)}")
+    return (f"epoch {record['epoch']}/{args.epochs}: lr {record['lr']:g} train loss {record['train_loss']:.4f} "
+            f"top-1 {record['train_top1_error']:.3f} | val top-1 {record['val_top1_error']:.4f} top-5 "
+            f"{record['val_top5_error']:.4f} | {record['images_per_s']:.0f} img/s | "
+            f"{format_duration(epoch_seconds[-1])}"
+            + remaining
             + (" | lr /10" if record["lr_dropped"] else "")
             + (f" | stop: {args.lr_max_drops} drops done" if record["stopped"] else ""))
 

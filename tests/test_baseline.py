@@ -20,12 +20,20 @@ def test_normalised_is_torchvisions_net_behind_its_reference_normalisation():
     assert net.config() == {"num_classes": 7, "input_size": 224}
 
 
-def test_one_epoch_logs_and_scores_with_ten_views_and_resumes(tiny_store, tmp_path):
+def test_one_epoch_logs_and_scores_with_ten_views_and_resumes(tiny_store, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # the rule's CPU default, whatever this machine has
     run = str(tmp_path / "tv")
     args = ["--data", tiny_store, "--out", run, "--epochs", "1", "--batch-size", "16", "--workers", "0",
             "--log-every", "1", "--no-progress"]
     result = main(get_args_parser().parse_args(args))
-    assert result["views"] == 10 and result["images"] == 16 and result["epochs"] == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"baseline {run}: torchvision's AlexNet, its reference recipe, on 48 training images of 4 "
+                        f"classes (val: 16) from {tiny_store} | 3 steps of 16 images per epoch, 1 epoch | device cpu "
+                        f"(--gpus cpu: not given, and this machine has no CUDA device)")
+    assert lines[-1].startswith(f"baseline {run}: done after epoch 1 (epochs done: 1) in ")
+    assert lines[-1].endswith(f" s; ten-view val top-1 error {100 * result['top1_error']:.2f} %, top-5 "
+                              f"{100 * result['top5_error']:.2f} % -> {run}/eval_val_10view.json")
+    assert result["views"] == 10 and result["images"] == 16 and result["epochs_done"] == 1
     assert 0 <= result["top1_error"] <= 1 and 0 <= result["top5_error"] <= result["top1_error"]
     with open(os.path.join(run, "log.jsonl")) as f:
         log = [json.loads(line) for line in f]

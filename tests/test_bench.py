@@ -1,10 +1,12 @@
 """python -m paper_repro.bench: the train stage runs the training code, and its counts are right."""
 import argparse
+import statistics
 
 import pytest
 import torch
 
 import paper_repro.bench.train_step as bench_train_mod
+from paper_repro.bench import common
 from paper_repro.bench.command import PROG, get_args_parser, main
 from paper_repro.bench.lrn import bench_lrn
 from paper_repro.bench.op_count import OpCounter
@@ -16,7 +18,7 @@ from paper_repro.training.build import build_model
 from paper_repro.training.engine import train_step
 from paper_repro.training.optim import PaperSGD
 
-TINY = ["--batch-size", "2", "--width", "0.125", "--steps", "1", "--repeats", "1", "--warmup", "0"]
+TINY = ["--batch-size", "2", "--width", "0.125", "--steps", "1", "--repeats", "1", "--warmup", "0", "--peak-size", "64"]
 
 
 def test_op_counter_counts_kernels_not_views():
@@ -100,6 +102,32 @@ def test_train_stage_reports_the_link_bytes_of_one_step():
     assert result["link_bytes_per_step"] == sum(forward.values()) + sum(backward.values())
     one = bench_train(get_args_parser().parse_args(["train", "--gpus", "cpu", *TINY]))
     assert one["link_bytes_per_step"] == 0  # one device: grouped convolutions, no link
+
+
+def test_matmul_peak_is_2n3_flops_over_the_best_time(monkeypatch):
+    ticks = iter([0.0, 0.5, 10.0, 10.25, 20.0, 21.0])  # three timed products: 0.5 s, 0.25 s, 1 s
+    cpu = iter([0.0, 1.0, 5.0, 5.5, 9.0, 9.75])  # and their CPU time: 1 s, 0.5 s, 0.75 s
+    monkeypatch.setattr(common.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(common.time, "process_time", lambda: next(cpu))
+    assert common.matmul_peak_tflops("cpu", n=32, repeats=3) == (2 * 32 ** 3 / 0.25 / 1e12, 2 * 32 ** 3 / 0.5 / 1e12)
+
+
+def test_train_stage_reads_each_nets_flop_rate_against_the_measured_peak(monkeypatch):
+    peaks = iter([(2.0, 5.0), (3.0, 4.0)])
+    monkeypatch.setattr(bench_train_mod, "matmul_peak_tflops", lambda device, n, dtype: next(peaks))
+    result = bench_train(get_args_parser().parse_args(["train", "--gpus", "cpu", *TINY]))
+    assert result["matmul_peak_tflop_per_s"] == 3.0 and result["matmul_peak_tflop_per_cpu_s"] == 5.0
+    assert result["matmul_peak_measured"] == {"size": 64, "dtype": "float32", "threads": torch.get_num_threads(),
+                                              "tflop_per_s_before_after": [2.0, 3.0],
+                                              "tflop_per_cpu_s_before_after": [5.0, 4.0]}
+    for name in ("ours", "torchvision_alexnet"):
+        row = result[name]
+        assert row["fraction_of_measured_matmul_peak"] == row["train_tflop_per_s"] / 3.0
+        assert row["fraction_of_matmul_peak_cpu_time"] == row["train_tflop_per_cpu_s"] / 5.0
+        assert row["train_tflop_per_cpu_s"] == pytest.approx(
+            3 * row["forward_gflop_per_image"] * 1e9 * 2 / statistics.median(row["cpu_seconds_per_step"]) / 1e12)
+        assert row["train_tflop_per_s"] == pytest.approx(
+            3 * row["forward_gflop_per_image"] * 1e9 * 2 / statistics.median(row["seconds_per_step"]) / 1e12)
 
 
 def test_every_flag_has_help_and_its_default():

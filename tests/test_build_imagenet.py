@@ -9,9 +9,11 @@ import subprocess
 import sys
 import tarfile
 import time
+import warnings
 import zlib
 
 import numpy as np
+import pytest
 from conftest import ROOT
 from PIL import Image
 from scipy.io import loadmat
@@ -252,11 +254,12 @@ def _cli(*args, **kw):
                             stderr=subprocess.PIPE, start_new_session=True, **kw)
 
 
-def test_sigkill_mid_build_then_rerun_equals_uninterrupted_build(tmp_path):
+@pytest.mark.parametrize("fmt", ["jpeg", "raw"])
+def test_sigkill_mid_build_then_rerun_equals_uninterrupted_build(tmp_path, fmt):
     src = make_demo_imagenet(tmp_path / "src", 8, 10, 2, seed=5)
     ref, out = tmp_path / "ref", tmp_path / "out"
-    _build(src, ref, workers=2)
-    p = _cli("--source", src, "--out", str(out), "--workers", "2")
+    _build(src, ref, workers=2, fmt=fmt)
+    p = _cli("--source", src, "--out", str(out), "--workers", "2", "--format", fmt)
     deadline = time.time() + 60
     while time.time() < deadline and not (out / "train" / "shard-00000.json").exists():
         time.sleep(0.002)
@@ -265,7 +268,7 @@ def test_sigkill_mid_build_then_rerun_equals_uninterrupted_build(tmp_path):
     assert not (out / "manifest.json").exists(), "killed too late to test resuming"
     assert p.returncode == -signal.SIGKILL
     done_before = len(list((out / "train").glob("shard-*.json")))
-    q = _cli("--source", src, "--out", str(out), "--workers", "2")
+    q = _cli("--source", src, "--out", str(out), "--workers", "2")  # --format auto: the partial build's
     stdout, stderr = q.communicate(timeout=120)
     assert q.returncode == 0, stderr.decode()
     assert 1 <= done_before < 9
@@ -412,7 +415,7 @@ def test_ilsvrc2010_patch_images_and_gzipped_files(tmp_path):
 def test_verify_reports_ok_then_detects_damage(tmp_path, capsys):
     src = make_demo_imagenet(tmp_path / "src", 2, 3, 2, seed=6)
     store = tmp_path / "s"
-    assert B.main(["--source", str(src), "--out", str(store), "--verify", "--workers", "1",
+    assert B.main(["--source", str(src), "--out", str(store), "--verify", "--workers", "1", "--format", "jpeg",
                    "--no-progress"]) == 0
     assert capsys.readouterr().out.strip().endswith(f"verify {store}: OK")
     stats = json.loads((store / "stats.json").read_text())
@@ -435,3 +438,84 @@ def test_bench_prep_times_both_on_the_same_images(tmp_path):
     assert abs(res["speedup"] - res["ours_images_per_s"] / res["baseline_images_per_s"]) < 1e-9
     json.dumps(res)
     assert os.listdir(tmp_path / "work") == []
+
+
+# ---------------------------------------------------------------------------- subsets made of symbolic links
+
+def _linked_copy(source, dest, link_class_folder=None):
+    """DIR/<split>/<wnid>/* of `source` as symbolic links under `dest` (one class folder linked whole, if named)."""
+    for split in ("train", "val"):
+        for wnid in sorted(os.listdir(source / split)):
+            if wnid == link_class_folder:
+                os.makedirs(dest / split, exist_ok=True)
+                os.symlink(source / split / wnid, dest / split / wnid)
+                continue
+            os.makedirs(dest / split / wnid)
+            for name in os.listdir(source / split / wnid):
+                os.symlink(source / split / wnid / name, dest / split / wnid / name)
+
+
+def test_a_subset_of_symbolic_links_builds_the_store_a_copy_builds(tmp_path):
+    make_demo_imagenet(tmp_path / "fold", 3, 4, 2, seed=5, layout="folders")
+    wnid = sorted(os.listdir(tmp_path / "fold" / "train"))[1]
+    _linked_copy(tmp_path / "fold", tmp_path / "links", link_class_folder=wnid)
+    os.symlink(tmp_path / "nowhere.JPEG", tmp_path / "links" / "train" / sorted(os.listdir(
+        tmp_path / "fold" / "train"))[0] / "broken.JPEG")
+    _build(tmp_path / "fold", tmp_path / "s_copy")
+    _build(tmp_path / "links", tmp_path / "s_links")
+    a, b = _files(tmp_path / "s_copy"), _files(tmp_path / "s_links")
+    data_files = [k for k in a if k.endswith((".bin", ".npy", ".txt")) or k == "stats.json"]
+    assert len(ImageNetStore(tmp_path / "s_links", "train")) == 12 and data_files
+    for k in data_files:
+        assert a[k] == b[k], k
+    with open(tmp_path / "s_links" / "skipped.json") as f:
+        (skipped,) = json.load(f)
+    assert skipped["file"].endswith("broken.JPEG") and skipped["reason"].startswith(
+        f"a symbolic link to '{tmp_path / 'nowhere.JPEG'}' that cannot be read (No such file or directory)")
+
+
+def _main(capsys, *argv):
+    """data_prep/build_imagenet.py's main in this process, any warning an error: (status, stdout, stderr)."""
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value encountered in divide" must not happen
+        status = B.main([*argv, "--no-progress", "--workers", "1"])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_a_split_with_no_image_is_one_line_naming_the_folder_before_any_statistics(tmp_path, capsys):
+    make_demo_imagenet(tmp_path / "fold", 2, 2, 1, seed=5, layout="folders")
+    for split in ("train", "val"):
+        empty = tmp_path / f"empty_{split}"
+        _linked_copy(tmp_path / "fold", empty)
+        for d in os.listdir(empty / split):
+            for name in os.listdir(empty / split / d):
+                os.unlink(empty / split / d / name)
+        status, out, err = _main(capsys, "--source", str(empty), "--out", str(tmp_path / f"s_{split}"))
+        assert (status, out) == (2, "")
+        assert err == (f"error: {empty / split} has no image: its 2 class folders hold no file. Put the images (or "
+                       f"symbolic links to them) in {empty / split}/<wnid>/\n")
+    # Files that are there but none of them an image: the build stores none, and says so before the statistics.
+    broken = tmp_path / "broken"
+    _linked_copy(tmp_path / "fold", broken)
+    for d in os.listdir(broken / "train"):
+        for name in os.listdir(broken / "train" / d):
+            os.unlink(broken / "train" / d / name)
+            (broken / "train" / d / name).write_bytes(b"not an image")
+    status, out, err = _main(capsys, "--source", str(broken), "--out", str(tmp_path / "s_broken"))
+    assert status == 2 and err.count("\n") == 1 and not os.path.exists(tmp_path / "s_broken" / "stats.json")
+    assert err.startswith(f"error: the train split of {broken} has no image the build could store: every file was "
+                          f"skipped, e.g. {broken / 'train'}/")
+    assert err.endswith(f"(all in {tmp_path / 's_broken' / 'skipped.json'})\n")
+
+
+def test_an_empty_training_class_folder_is_one_line(tmp_path, capsys):
+    make_demo_imagenet(tmp_path / "fold", 3, 2, 1, seed=5, layout="folders")
+    wnid = sorted(os.listdir(tmp_path / "fold" / "train"))[2]
+    for name in os.listdir(tmp_path / "fold" / "train" / wnid):
+        os.unlink(tmp_path / "fold" / "train" / wnid / name)
+    status, out, err = _main(capsys, "--source", str(tmp_path / "fold"), "--out", str(tmp_path / "s"))
+    assert (status, out) == (2, "")
+    assert err == (f"error: {tmp_path / 'fold' / 'train' / wnid} has no image (class {wnid}; 1 of the 3 training "
+                   f"class folders is empty): every class needs training images\n")

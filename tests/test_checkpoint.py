@@ -64,8 +64,8 @@ def test_resume_falls_back_to_the_previous_checkpoint_with_a_warning(tmp_path, d
     ckpt, used = C.load_run_checkpoint(str(tmp_path), warn=warnings.append)
     assert (ckpt["epoch"], ckpt["step"]) == (1, 0) and used == str(tmp_path / C.PREVIOUS)
     assert len(warnings) == 1 and warnings[0].startswith(f"WARNING: checkpoint {path} ")
-    assert warnings[0].endswith(f"; resuming from the previous checkpoint {tmp_path / C.PREVIOUS} instead (epoch 1, "
-                                f"batch 0): the steps after it are lost and will be trained again")
+    assert warnings[0].endswith(f"; resuming from the previous checkpoint {tmp_path / C.PREVIOUS} instead (after "
+                                f"epoch 1): the steps after it are lost and will be trained again")
 
 
 def test_no_loadable_checkpoint_is_a_clear_error(tmp_path):

@@ -7,6 +7,8 @@ import sys
 
 from conftest import ROOT
 
+from paper_repro import demo
+
 
 def test_demo_runs_every_stage_and_links_its_figures(tmp_path):
     out, work = tmp_path / "report", tmp_path / "work"
@@ -25,6 +27,21 @@ def test_demo_runs_every_stage_and_links_its_figures(tmp_path):
     for png in ("curves.png", "conv1_kernels.png", "neighbours.png"):
         assert f"({png})" in report and (out / png).stat().st_size > 1000, png
     assert "demo done in" in done.stdout and "report.md" in done.stdout
+    assert done.stdout.splitlines()[0].startswith(
+        "demo: generate a data set of 3 classes, build its store, train on cpu, cpu (--gpus cpu,cpu: not given, ")
+    # Run again after it finished: a no-op that says where the report is; no stage runs, nothing is rewritten.
+    stamps = {f: os.stat(out / f).st_mtime_ns for f in os.listdir(out)}
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    assert again.stdout == (f"demo already done with these settings ({out / 'demo_summary.json'}; it took "
+                            f"{summary['seconds']['total']:.0f} s): ten-view val top-1 error {ev['top1_error']:.3f} "
+                            f"(chance 0.667), top-5 {ev['top5_error']:.3f}; report: {out / 'report.md'}. To run it "
+                            f"again, delete {out} or pass another --out\n")
+    assert {f: os.stat(out / f).st_mtime_ns for f in os.listdir(out)} == stamps
+    args = demo.get_args_parser().parse_args(cmd[3:])
+    assert demo.finished(args) == summary
+    args.epochs = 2  # other settings: not this demo, it runs
+    assert demo.finished(args) is None
 
 
 def test_demo_refuses_a_gpu_this_machine_lacks_before_doing_any_work(tmp_path):

@@ -17,8 +17,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 48 train images, a global batch of 16 over 2 workers: 3 steps an epoch, 6 in all; a checkpoint every
 # 2 global steps and at each epoch's end, so rank 0 writes its 1st checkpoint after step 2, its 2nd at
 # the end of epoch 1, its 3rd after step 4. One validation batch per worker and epoch.
+# The plateau schedule: the stopped run starts with --epochs 50 and the released schedule would spread its
+# drops over the 50 epochs it was started with, unlike the unkilled 2-epoch run it is compared with.
 ARGS = ["--gpus", "cpu", "--width", "0.125", "--workers", "0", "--no-progress", "--epochs", "2", "--batch-size", "16",
-        "--checkpoint-every", "2", "--seed", "3", "--auto-resume"]
+        "--checkpoint-every", "2", "--seed", "3", "--auto-resume", "--lr-schedule", "plateau"]
 # A run takes about 10 s; a hang (the failure this guards against) would otherwise last torch's 30 minutes.
 LIMIT_S = 240
 
@@ -59,15 +61,15 @@ def unkilled(tiny_store, tmp_path_factory):
 
 
 @pytest.mark.parametrize("fault, resumed_at", [
-    ("kill:rank1:step:5", "epoch 2, batch 1"),  # mid-epoch 2; the last checkpoint: after global step 4
-    ("kill:rank0:checkpoint:3", "epoch 2, batch 0"),  # rank 0 dies inside its 3rd save: the 2nd is the last whole one
-    ("kill:rank1:val:1", "epoch 1, batch 2"),  # during epoch 1's validation, before the end-of-epoch checkpoint
+    ("kill:rank1:step:5", "after batch 1 of epoch 2"),  # mid-epoch 2; the last checkpoint: after global step 4
+    ("kill:rank0:checkpoint:3", "after epoch 1"),  # rank 0 dies inside its 3rd save: the 2nd is the last whole one
+    ("kill:rank1:val:1", "after batch 2 of epoch 1"),  # during epoch 1's validation, before the end-of-epoch checkpoint
 ], ids=["mid-epoch", "during-checkpoint", "during-validation"])
 def test_killed_worker_restarts_and_ends_bit_identical(tiny_store, tmp_path, unkilled, fault, resumed_at):
     run = str(tmp_path / "killed")
     output = _torchrun(tiny_store, run, fault)
     assert "exitcode: -9" in output  # the fault fired: torchrun saw its worker SIGKILLed, then restarted the group
-    assert f"resuming {run} at {resumed_at} " in output
+    assert f"resuming {run} {resumed_at} (epochs done: " in output
     assert "connectFullMesh failed" not in output
     a, b = load_checkpoint(os.path.join(unkilled, "checkpoint.pt")), load_checkpoint(os.path.join(run, "checkpoint.pt"))
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 0)

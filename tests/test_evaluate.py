@@ -307,7 +307,9 @@ def test_errors_are_printed_and_the_json_is_optional(store6, tmp_path, capsys):
                     "--workers", "0", "--no-progress"])
     p, labels = np.load(pred), ImageNetStore(store6, "val").labels
     top1, top5 = np.mean(p[:, 0] != labels), np.mean(~(p == labels[:, None]).any(1))
-    assert capsys.readouterr().out == (f"val: top-1 error {100 * top1:.2f} %, top-5 error {100 * top5:.2f} % over "
+    assert capsys.readouterr().out == (f"evaluate: 18 val images of 6 classes from {store6}, 10 views, 1 net | devices "
+                                       "cpu (--gpus cpu)\n"
+                                       f"val: top-1 error {100 * top1:.2f} %, top-5 error {100 * top5:.2f} % over "
                                        "18 images, 10 view(s), 1 net(s)\n")
     assert (res["top1_error"], res["top5_error"]) == (top1, top5)
     assert sorted(os.listdir(tmp_path)) == ["c.pt", "pred.npy"]  # no JSON unless --json asks for one

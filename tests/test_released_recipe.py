@@ -271,7 +271,7 @@ def test_a_run_from_before_the_released_recipe_resumes_as_it_started(store_facto
     (run / "config.json").write_text(json.dumps(ckpt["config"]))
     (run / "checkpoint.pt").write_bytes(open(os.path.join(FIXTURES, "checkpoint_82459cd.pt"), "rb").read())
     store = store_factory(3, 4, 2)
-    main(parse_args(["--data", store, "--out", str(run), "--epochs", "2", "--resume", "--no-progress"]))
+    main(parse_args(["--data", store, "--out", str(run), "--epochs", "2", "--resume", "--no-progress", "--gpus", "cpu"]))
     config = json.load(open(run / "config.json"))
     assert config["recipe"] == LEGACY_RECIPE and config["lr_schedule"] == "plateau"
     assert (config["dropout_scaling"], config["cnorm2"], config["lrn1_input"]) == ("inverted", False, "post-relu")

@@ -1,6 +1,7 @@
 """The report: the paper's rows beside measurements, deviations, curves, Figures 3 and 4, honest data naming."""
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -18,8 +19,9 @@ from paper_repro.data.store import ImageNetStore, dataset_identity
 from paper_repro.evaluate import get_args_parser as eval_parser
 from paper_repro.evaluate import main as eval_main
 from paper_repro.evaluation.colour import colour_specificity, compare_columns, kernel_colour_specificity, random_range
+from paper_repro.evaluation.figures import plot_step_losses
 from paper_repro.evaluation.run_report import (chance_errors, columns_sentence, config_section, results_section,
-                                               results_table)
+                                               results_table, shared_sentence)
 from paper_repro.nets.alexnet import AlexNet
 from paper_repro.report import PROG, cli, get_args_parser, main
 
@@ -151,7 +153,7 @@ def test_report_from_a_hand_built_run(tiny_store, tmp_path):
     assert (f"| a generated demo data set (4 classes; not ImageNet) | val | 1 CNN | (no paper figure) |  | "
             f"{100 * res['top1_error']:.2f} | 0.00 | 10 | run/checkpoint.pt | 16 |") in md
     assert "| ILSVRC-2012 | val | 1 CNN | 40.7 | 18.2 |  |  |  |  |  |" in md  # no measured cells there
-    assert "drops after epoch: 2 (dashed red lines)" in md
+    assert "learning rate 0.01 -> 0.001; dropped (/10) after epoch 2 (dashed red line)." in md
     assert "| net width multiplier | 1 | 1 | 0.0625 | **DEVIATION** |" in md
     assert "| batch size | 128 | 128 | 16 | **DEVIATION** |" in md
     assert "| bf16 autocast (paper: fp32) | off | off | on | **DEVIATION** |" in md
@@ -175,7 +177,7 @@ def test_report_from_a_tiny_real_run(tiny_store, tmp_path):
     cli("paper_repro.report", "--run", run, "--eval", ev, "--out", out, "--gpus", "cpu", "--no-progress",
         "--pool", "16", "--queries", "3")
     md = check_report(out)
-    assert "drops after epoch: 1 (dashed red lines)" in md
+    assert "dropped (/10) after epoch 1 (dashed red line)." in md
     assert "| learning-rate schedule | `released` | `plateau` | `step` | **DEVIATION** |" in md
     assert "Recipe: `released-2012`, the authors' released 2012 code" in md
     assert "| same-map normalisation after conv2's (cnorm2) | on | off | on | as released-2012 |" in md
@@ -379,3 +381,53 @@ def test_help_names_every_option_and_its_default():
             assert "default" in text or "(required)" in text, (parser.prog, action.option_strings, text)
             if isinstance(action.default, (int, float, str)) and not isinstance(action.default, bool):
                 assert f"default: {action.default}" in text or f"= {action.default}" in text, text
+
+
+def _folder_store(tiny_store, tmp_path, **manifest_changes):
+    """The tiny store as a plain-folder ImageNet subset would be: no demo flag, class_words = the wnids."""
+    store = str(tmp_path / "folders")
+    shutil.copytree(tiny_store, store)
+    with open(os.path.join(store, "manifest.json")) as f:
+        manifest = json.load(f)
+    settings = {k: v for k, v in manifest["settings"].items() if k != "demo"}
+    manifest.update(class_words=list(manifest["classes"]), settings={**settings, "source_format": "folders"},
+                    **manifest_changes)
+    with open(os.path.join(store, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return store, manifest["classes"], ImageNetStore(store, "val").labels
+
+
+def test_figure4_names_classes_in_words_where_the_store_has_them_else_its_ids_once(tiny_store, tmp_path, capsys):
+    store, classes, labels = _folder_store(tiny_store, tmp_path)
+    run = str(tmp_path / "run")
+    make_run(run, store, drop_after=99)
+    argv = ["--run", run, "--gpus", "cpu", "--pool", "12", "--queries", "2", "--no-progress"]
+    main(get_args_parser().parse_args(argv + ["--out", str(tmp_path / "ids")]))
+    assert capsys.readouterr().out.splitlines() == [
+        f"report {run}: 3 epochs logged, 0 evaluations | Figure 4 on cpu (--gpus cpu) | into {tmp_path / 'ids'}",
+        f"wrote {tmp_path / 'ids' / 'report.md'}"]
+    md = open(tmp_path / "ids" / "report.md").read()
+    assert f" Query classes: val 0: {classes[labels[0]]}; val 15: {classes[labels[15]]}." in md
+    assert f"({classes[labels[0]]})" not in md  # never "n0... (n0...)"
+    assert "learning rate 0.01 -> 0.01; no drop. Validation errors" in md and "dashed red" not in md
+    names = ["tench", "goldfish", "great white shark", "tiger shark"]  # what the build records from the ILSVRC table
+    store_named, classes, labels = _folder_store(tiny_store, tmp_path / "named", class_names=names)
+    main(get_args_parser().parse_args(argv + ["--data", store_named, "--out", str(tmp_path / "words")]))
+    md = open(tmp_path / "words" / "report.md").read()
+    assert (f" Query classes: val 0: {names[labels[0]]} ({classes[labels[0]]}); val 15: {names[labels[15]]} "
+            f"({classes[labels[15]]}).") in md
+
+
+def test_one_neighbour_shares_several_share():
+    assert shared_sentence(1, 30) == "1 of 30 neighbours shares the query's class."
+    assert shared_sentence(0, 30) == "0 of 30 neighbours share the query's class."
+    assert shared_sentence(12, 30) == "12 of 30 neighbours share the query's class."
+
+
+def test_the_loss_per_step_ends_at_the_runs_last_step(tmp_path):
+    steps = [{"step": s, "loss": 4.6 - s / 100} for s in range(10, 149, 10)] + [{"step": 148, "loss": 3.1}]
+    short = plot_step_losses({"run": steps}, math.log(100), str(tmp_path / "a.png"), stall_step=200)
+    plain = plot_step_losses({"run": steps}, math.log(100), str(tmp_path / "b.png"))
+    assert short == plain and short[1] < 160  # matplotlib's 5 % margin past step 148, not out to the stall check
+    reached = plot_step_losses({"run": steps}, math.log(100), str(tmp_path / "c.png"), stall_step=100)
+    assert reached == plain  # a marker inside the run changes nothing on the axis

@@ -267,7 +267,8 @@ def test_a_corrupt_checkpoint_resumes_from_the_previous_one(tiny_store, tmp_path
     capsys.readouterr()
     _train(tiny_store, run, "--epochs", "1", "--resume")
     out, err = capsys.readouterr()
-    assert f"resuming {run} at epoch 1, batch 4 (from {os.path.join(run, PREVIOUS)})" in out
+    previous = os.path.join(run, PREVIOUS)
+    assert f"resuming {run} after batch 4 of epoch 1 (epochs done: 0, steps done: 4; from {previous})" in out
     assert f"WARNING: checkpoint {path} is not a readable checkpoint (truncated or corrupt?)" in err
     assert "the steps after it are lost and will be trained again" in err
     assert load_checkpoint(path)["epoch"] == 1
@@ -283,8 +284,8 @@ def test_world_size_change_mid_epoch_is_refused_with_what_to_do(tiny_store, tmp_
     save_checkpoint(os.path.join(run, CHECKPOINT), ckpt)
     err = _error(["--data", tiny_store, "--out", run, *FAST, "--batch-size", "8", "--resume"], capsys)
     assert err == (
-        f"paper_repro.train: error: the checkpoint {os.path.join(run, CHECKPOINT)} stopped in the middle of epoch 1 "
-        f"(batch 2) with 2 processes; this run has 1. Finish that epoch with 2 processes (the number of processes "
+        f"paper_repro.train: error: the checkpoint {os.path.join(run, CHECKPOINT)} stopped after batch 2 of epoch 1 "
+        f"with 2 processes; this run has 1. Finish that epoch with 2 processes (the number of processes "
         f"may change at any epoch boundary: every epoch ends with a checkpoint), so that no image is seen twice "
         f"or skipped")
 
@@ -323,7 +324,7 @@ def test_ctrl_c_exits_non_zero_after_a_checkpoint(tiny_store, tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1].startswith("paper_repro.train: interrupted: stopped at epoch ")
+    assert err.strip().splitlines()[-1].startswith("paper_repro.train: interrupted: stopped after ")
     assert not load_checkpoint(os.path.join(run, CHECKPOINT))["finished"]
 
 

@@ -3,6 +3,8 @@ import json
 import math
 import os
 import platform
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -127,7 +129,8 @@ def test_kill9_mid_epoch_then_resume_is_bit_identical(tiny_store, tmp_path):
     assert left["epoch"] == 0 and 0 < left["step"] < 6, "the kill must land mid-epoch, after a mid-epoch checkpoint"
     resumed = subprocess.run(_train_cmd(tiny_store, killed, *args, "--resume"), env=_env(), check=True,
                              capture_output=True, text=True)
-    assert f"resuming {killed} at epoch 1, batch {left['step']} " in resumed.stdout  # not a restart from scratch
+    assert f"resuming {killed} after batch {left['step']} of epoch 1 (epochs done: 0, steps done: {left['step']}; " \
+        in resumed.stdout  # not a restart from scratch
     out, err = reference.communicate()
     assert reference.returncode == 0, err
     a, b = load_checkpoint(os.path.join(whole, "checkpoint.pt")), load_checkpoint(os.path.join(killed, "checkpoint.pt"))
@@ -154,7 +157,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tiny_store, tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err  # interrupted: `train && evaluate` must not score a half-trained net
     last = err.strip().splitlines()[-1]
-    assert last.startswith("paper_repro.train: interrupted: stopped at epoch ") and last.endswith(
+    assert last.startswith("paper_repro.train: interrupted: stopped after ") and last.endswith(
         f"; checkpoint {run}/checkpoint.pt; continue with the same command plus --resume")
     ckpt = load_checkpoint(os.path.join(run, "checkpoint.pt"))
     assert ckpt["epoch"] * 6 + ckpt["step"] >= 1 and ckpt["epoch"] < 50 and not ckpt["finished"]
@@ -211,7 +214,7 @@ def test_help_says_how_torchrun_works():
 
 
 def test_nan_loss_stops_with_a_message(tiny_store, tmp_path):
-    with pytest.raises(FloatingPointError, match="training loss became (nan|inf|-inf) at epoch 1, batch"):
+    with pytest.raises(FloatingPointError, match="training loss became (nan|inf|-inf) by batch [0-9]+ of epoch 1: "):
         main(parse_args(["--data", tiny_store, "--out", str(tmp_path / "run"), *FAST, "--epochs", "1",
                          "--batch-size", "8", "--lr", "1e12", "--log-every", "1", "--checkpoint-every", "1"]))
 
@@ -258,3 +261,50 @@ def test_cuda_run_with_bf16_and_channels_last_resumes_on_the_cpu(tiny_store, tmp
     log = _log(run)
     assert [r["epoch"] for r in log] == [1, 2] and all(math.isfinite(r["train_loss"]) for r in log)
     assert load_checkpoint(os.path.join(run, "checkpoint.pt"))["epoch"] == 2
+
+
+def test_a_run_says_what_it_does_first_what_it_did_last_and_counts_one_way(tiny_store, tmp_path, capsys):
+    from paper_repro.evaluate import get_args_parser as evaluate_parser
+    from paper_repro.evaluate import main as evaluate_main
+    from paper_repro.report import get_args_parser as report_parser
+    run = str(tmp_path / "run")
+    argv = ["--data", tiny_store, "--out", run, *FAST, "--batch-size", "8", "--bias-init", "0.1"]
+    main(parse_args(argv + ["--epochs", "1"]))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"train {run}: 48 training images of 4 classes (val: 16) from {tiny_store} | 6 steps of 8 "
+                        f"images per epoch, 1 epoch at most | devices cpu, cpu (--gpus cpu,cpu) | recipe: released-2012 "
+                        f"except --width 0.125, --bias-init 0.1, --batch-size 8, --lr 0.000625, --epochs 1")
+    log = _log(run)
+    assert lines[1].startswith(f"epoch 1/1: lr 0.000625 train loss {log[0]['train_loss']:.4f} ")
+    last = re.fullmatch(rf"train {re.escape(run)}: done after epoch 1 \(epochs done: 1, steps done: 6\) in \d+ s; "
+                        rf"val top-1 error {log[0]['val_top1_error']:.4f}, top-5 {log[0]['val_top5_error']:.4f} "
+                        rf"\(centre patch, epoch 1\)\. Next, the paper's ten-view test and the report: (.*)", lines[-1])
+    assert last and len(lines) == 3, lines
+    evaluate_cmd, report_cmd = (shlex.split(c) for c in last.group(1).split(" && "))
+    assert evaluate_cmd[:3] == ["python", "-m", "paper_repro.evaluate"]
+    assert report_cmd[:3] == ["python", "-m", "paper_repro.report"]
+    result = evaluate_main(evaluate_parser().parse_args(evaluate_cmd[3:] + ["--workers", "0", "--no-progress"]))
+    report_parser().parse_args(report_cmd[3:])  # runs as printed
+    assert report_cmd[report_cmd.index("--eval") + 1] == os.path.join(run, "eval.json")
+    # One numbering: the log's last epoch and its steps are the checkpoint's epochs and steps done.
+    assert (log[-1]["epoch"], log[-1]["steps"]) == (1, 6)
+    (entry,) = result["checkpoints"]
+    assert {k: entry[k] for k in ("path", "epochs_done", "steps_done", "position")} == {
+        "path": os.path.join(run, "checkpoint.pt"), "epochs_done": 1, "steps_done": 6, "position": "after epoch 1"}
+    assert "epoch" not in entry and "step" not in entry  # one numbering: the file's own counters stay in the file
+    assert json.load(open(os.path.join(run, "eval.json")))["checkpoints"] == result["checkpoints"]
+    capsys.readouterr()
+    main(parse_args(argv + ["--epochs", "2", "--resume", "--progress"]))
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[1] == f"resuming {run} after epoch 1 (epochs done: 1, steps done: 6; from {run}/checkpoint.pt)"
+    assert lines[-1].startswith(f"train {run}: done after epoch 2 (epochs done: 2, steps done: 12) in ")
+    assert " s (this start); val top-1 error " in lines[-1]
+    assert [(r["epoch"], r["steps"]) for r in _log(run)] == [(1, 6), (2, 12)]
+    assert "epoch 2/2: " in err and "run left=" in err  # the bar: the epoch's time left (tqdm's) and the run's
+
+
+def test_durations_read_as_people_write_them():
+    from paper_repro.training.engine import format_duration
+    assert [format_duration(s) for s in (0.4, 48, 60, 192.4, 3599, 3600, 7500)] == [
+        "0 s", "48 s", "1 min 00 s", "3 min 12 s", "59 min 59 s", "1 h 00 min", "2 h 05 min"]

@@ -68,15 +68,32 @@ def get_args_parser():
     p.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
                    help="as train --no-keep-freed-memory: glibc's malloc returns freed memory to the OS "
                         "(default: kept for reuse on the CPU, for both nets)")
+    p.add_argument("--peak-size", type=int, default=2048,
+                   help="n of the n x n x n torch.mm timed before and after the rounds, same threads and precision: "
+                        "the measured matmul peak each net's FLOP rate is reported against (0: not measured)")
     p.add_argument("--json", help="also write the JSON here (default: print only)")
     p.set_defaults(func=bench_train)
 
     p = sub.add_parser("loader", formatter_class=_Formatter,
-                       help="training input pipeline: ours vs ImageFolder + RandomCrop + flip")
-    _pipeline_flags(p, "STORE from data_prep/build_imagenet.py (its train split)",
+                       help="training input pipeline on a JPEG and a raw store: ours vs ImageFolder + RandomCrop "
+                            "+ flip",
+                       description="Our BatchLoader + TrainPatch on each store given (a raw store also with its\n"
+                                   "batches gathered in --workers processes) and ImageFolder + RandomCrop + flip +\n"
+                                   "ToTensor over the same JPEGs with the same workers, in alternating rounds;\n"
+                                   "then each stage's ms per image, one thread: where the time goes.")
+    _pipeline_flags(p, "STORE from data_prep/build_imagenet.py (its train split), either format",
                     "where the batches go (augmentation runs there for ours)")
-    p.add_argument("--seconds", type=float, default=20.0, help="timed seconds for each pipeline")
+    p.add_argument("--compare", metavar="STORE", action="append", default=[],
+                   help="another store of the same images in the other format (build_imagenet.py --format), "
+                        "measured in the same run against the same baseline")
+    p.add_argument("--seconds", type=float, default=10.0, help="timed seconds for each pipeline in each round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds (each pipeline in turn); the median is reported")
     p.add_argument("--warmup", type=int, default=3, help="batches before the clock starts")
+    p.add_argument("--parts-images", type=int, default=512,
+                   help="images the per-stage breakdown times (0: no breakdown)")
+    p.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                   help="as train --no-keep-freed-memory: glibc's malloc returns freed memory to the OS "
+                        "(default: kept for reuse on the CPU, for every pipeline)")
     p.set_defaults(func=bench_loader)
 
     p = sub.add_parser("eval", formatter_class=_Formatter,

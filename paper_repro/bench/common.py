@@ -1,10 +1,12 @@
 """What every benchmark shares: where it ran, CUDA timing, FLOP counts, and the baselines' image folders."""
+import io
 import os
 import platform
 import time
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from paper_repro.core import cli
@@ -50,6 +52,23 @@ def synchronize(devices):
             torch.cuda.synchronize(torch.device(d))
 
 
+def matmul_peak_tflops(device, n=2048, repeats=5, dtype=torch.float32):
+    """The device's measured matmul rate: (TFLOP/s, TFLOP per CPU-second of this process) of the best of `repeats`
+    n x n by n x n torch.mm (2 n^3 FLOPs each) with the current threads and precision policy: the ceiling a
+    training step's FLOP rate is read by. Per CPU-second is what other jobs on a shared CPU disturb least."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+    c = torch.mm(a, b)  # warm-up: the BLAS threads and buffers
+    wall, cpu = float("inf"), float("inf")
+    for _ in range(repeats):
+        synchronize([device])
+        start, cpu_start = time.perf_counter(), time.process_time()
+        torch.mm(a, b, out=c)
+        synchronize([device])
+        wall, cpu = min(wall, time.perf_counter() - start), min(cpu, time.process_time() - cpu_start)
+    return 2 * n ** 3 / wall / 1e12, 2 * n ** 3 / max(cpu, 1e-9) / 1e12
+
+
 def forward_flops(model, x):
     """Count the FLOPs of one forward pass of `model` on `x` (aten-level: convs and matmuls)."""
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -86,13 +105,30 @@ class threads:
         torch.set_num_threads(self.old)
 
 
-def export_image_folder(store, folder):
-    """Write the store's JPEGs as folder/<wnid>/<name>: the ImageFolder tree the baselines read."""
+def export_jpegs(store, folder):
+    """Write the store's images as JPEG files folder/<wnid>/<name> (ImageFolder's tree); their paths in store order.
+
+    A JPEG store's own bytes; a raw store's pixels encoded as the build encodes them (q95, 4:4:4)."""
+    paths = []
     for i in range(len(store)):
         d = os.path.join(folder, store.classes[int(store.labels[i])])
         os.makedirs(d, exist_ok=True)
-        with open(os.path.join(d, os.path.basename(store.filenames[i])), "wb") as f:
-            f.write(store.read_encoded(i))
+        paths.append(os.path.join(d, os.path.basename(store.filenames[i])))
+        if store.store_format == "raw":
+            buf = io.BytesIO()
+            Image.fromarray(store[i][0]).save(buf, "JPEG", quality=95, subsampling="4:4:4")
+            data = buf.getvalue()
+        else:
+            data = store.read_encoded(i)
+        with open(paths[-1], "wb") as f:
+            f.write(data)
+    return paths
+
+
+def export_image_folder(store, folder):
+    """Write the store's images as JPEGs in folder/<wnid>/<name> (export_jpegs): the ImageFolder tree the baselines
+    read; returns the folder."""
+    export_jpegs(store, folder)
     return folder
 
 

@@ -5,8 +5,8 @@ import time
 import torch
 import torchvision
 
-from paper_repro.bench.common import (NUM_CLASSES, devices_or_usage_error, forward_flops, machine_info, peak_tflops,
-                                      synchronize, synthetic_stats)
+from paper_repro.bench.common import (NUM_CLASSES, devices_or_usage_error, forward_flops, machine_info,
+                                      matmul_peak_tflops, peak_tflops, synchronize, synthetic_stats)
 from paper_repro.bench.op_count import OpCounter
 from paper_repro.core.devices import set_precision_policy
 from paper_repro.data.augment import TrainPatch, batch_generator
@@ -87,6 +87,8 @@ def bench_train(args):
               "training_flags": flags, "machine": machine_info(devices)}
     for net in nets.values():
         net.model.train()
+    peak_dtype = torch.bfloat16 if settings.bf16 else torch.float32
+    peaks = [matmul_peak_tflops(dev0, args.peak_size, dtype=peak_dtype)] if args.peak_size else []
     # Warm-up steps alternate the nets as the rounds do: the first steps after a switch fault in the
     # heap's pages until both nets' tensors have found their places (measured on the CPU: ours
     # faulted ~50,000 pages in its first step after torchvision's first steps, none after that).
@@ -100,6 +102,14 @@ def bench_train(args):
             wall, cpu = net.steps(args.steps, images, labels, augment, settings.seed, settings.bf16)
             seconds[name].append(wall)
             cpu_seconds[name].append(cpu)
+    if args.peak_size:  # before and after the rounds: the better of the two is the ceiling
+        peaks.append(matmul_peak_tflops(dev0, args.peak_size, dtype=peak_dtype))
+        result["matmul_peak_tflop_per_s"] = max(p[0] for p in peaks)
+        result["matmul_peak_tflop_per_cpu_s"] = max(p[1] for p in peaks)
+        result["matmul_peak_measured"] = {"size": args.peak_size, "dtype": str(peak_dtype).split(".")[1],
+                                          "threads": torch.get_num_threads(),
+                                          "tflop_per_s_before_after": [p[0] for p in peaks],
+                                          "tflop_per_cpu_s_before_after": [p[1] for p in peaks]}
     x = augment(images[:1].to(dev0), batch_generator(0, 0, 0))
     for name, net in nets.items():
         per_step = [s / args.steps for s in seconds[name]]
@@ -110,6 +120,13 @@ def bench_train(args):
                "forward_gflop_per_image": flops / 1e9,
                # backward costs about twice the forward (grads of inputs and of weights)
                "train_tflop_per_s": 3 * flops * args.batch_size / statistics.median(per_step) / 1e12}
+        if args.peak_size:
+            row["fraction_of_measured_matmul_peak"] = row["train_tflop_per_s"] / result["matmul_peak_tflop_per_s"]
+            # the same in CPU time (this process's threads): what a step's CPU-second yields against the sgemm's
+            row["train_tflop_per_cpu_s"] = (3 * flops * args.batch_size
+                                            / statistics.median(row["cpu_seconds_per_step"]) / 1e12)
+            row["fraction_of_matmul_peak_cpu_time"] = (row["train_tflop_per_cpu_s"]
+                                                       / result["matmul_peak_tflop_per_cpu_s"])
         peak = peak_tflops(devices[0], result["precision"])
         if peak:
             row["fraction_of_peak"] = row["train_tflop_per_s"] / peak

@@ -4,6 +4,7 @@
     1    the job failed while running (RunFailed: a diverged loss, a corrupt shard, a full disk)
     130  interrupted (Ctrl-C / SIGTERM); a training run has written a checkpoint first
 """
+import argparse
 import sys
 
 USAGE, FAILED, INTERRUPTED = 2, 1, 130
@@ -48,3 +49,21 @@ def run(prog, fn, *args, **kwargs):
 def _exit(prog, text, status):
     print(f"{prog}: {text}", file=sys.stderr, flush=True)
     sys.exit(status)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help for every command: the description as written, and each flag's default once, in words where a
+    value would mislead.
+
+    No "(default: ...)" for a required flag, for a default of None (the help says what happens), nor
+    for a switch: an on/off pair names the one in effect ("(default: --progress)"), and a lone switch's
+    help says what it turns on or off ("--no-colour-noise ... (default: the paper's colour noise is on)").
+    """
+
+    def _get_help_string(self, action):
+        text = (action.help or "").replace(" (default: %(default)s)", "")  # BooleanOptionalAction's own, 3.9-3.12
+        if isinstance(action, argparse.BooleanOptionalAction):
+            return f"{text} (default: {action.option_strings[0 if action.default else 1]})"
+        if action.required or action.default is None or action.nargs == 0 or "%(default)" in text:
+            return text
+        return super()._get_help_string(argparse.Namespace(**{**vars(action), "help": text}))

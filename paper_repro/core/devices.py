@@ -12,6 +12,13 @@ HELP = (
 )
 
 
+def help_text(on_cpu):
+    """--gpus's help for a command whose layout without GPUs is `on_cpu` (the rule is every command's)."""
+    return HELP + (f" A spec given is used as given, or refused if this machine lacks a device it names. Without "
+                   f"--gpus (the default): '0,1' where this machine (under torchrun: this process) has two or more "
+                   f"GPUs, '0' where it has one, '{on_cpu}' where it has none; the command's first line says which")
+
+
 def _environment_int(name, default):
     value = os.environ.get(name)
     return default if value in (None, "") else int(value)
@@ -56,6 +63,45 @@ def parse_gpus(spec, local_rank=None, cuda_count=None, local_world_size=None, vi
             f"device{'s' if count != 1 else ''} ({have}); pass {hint}"
         )
     return tuple(f"cuda:{i}" for i in idx)
+
+
+def default_spec(on_cpu="cpu,cpu", cuda_count=None, local_world_size=None, visible_set=None):
+    """The spec a command takes without --gpus: the paper's layout on what this machine has.
+
+    Two or more GPUs for this process: '0,1' (the paper's two columns on two GPUs); one: '0' (the
+    one-device layout, the fast path on one GPU); none: `on_cpu`. Under torchrun the GPUs are shared
+    among the node's processes first, as parse_gpus does.
+    """
+    count = torch.cuda.device_count() if cuda_count is None else cuda_count
+    processes = max(1, _environment_int("LOCAL_WORLD_SIZE", 1) if local_world_size is None else local_world_size)
+    if visible_set is None:
+        visible_set = bool(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    # srun --gpus-per-task gives each process its own GPUs: all it sees are its own.
+    own = count if processes == 1 or (visible_set and count < processes) else count // processes
+    if count == 0:
+        return on_cpu
+    return "0,1" if own >= 2 else "0"  # with fewer GPUs than processes, parse_gpus says what to do
+
+
+def choose_devices(spec, on_cpu="cpu,cpu", one_device=None, **machine):
+    """(devices, how they were chosen in words): `spec` checked against this machine, or default_spec's.
+
+    one_device: the name of a net that runs on one device only (torchvision's AlexNet): a spec naming two
+    is refused, and the default is '0' on any GPU machine. `machine`: parse_gpus's cuda_count, local_rank,
+    local_world_size, visible_set (tests pass them).
+    """
+    if spec is not None:
+        devices = parse_gpus(spec, **machine)
+        if one_device and len(set(devices)) > 1:
+            raise ValueError(f"--gpus {spec!r}: {one_device} runs on one device; pass one, such as --gpus 0 or "
+                             f"--gpus cpu")
+        return devices, f"--gpus {spec}"
+    chosen = default_spec(on_cpu, **{k: v for k, v in machine.items() if k != "local_rank"})
+    chosen = "0" if one_device and chosen == "0,1" else chosen
+    devices = parse_gpus(chosen, **machine)
+    count = torch.cuda.device_count() if machine.get("cuda_count") is None else machine["cuda_count"]
+    have = "no CUDA device" if count == 0 else f"{count} CUDA device{'s' if count != 1 else ''}"
+    return devices, f"--gpus {chosen}: not given, and this machine has {have}"
 
 
 def _own_block(spec, idx, local_rank, local_world_size, count, visible_set):

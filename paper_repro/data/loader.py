@@ -5,11 +5,12 @@ import sys
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 from torch.utils.data.distributed import DistributedSampler
 
 from paper_repro.core.cli import RunFailed, UsageError
 from paper_repro.data.decode import IMAGE_SHAPE, decode_batch, reason
+from paper_repro.data.raw import RAW, first_unreadable, raw_shard_name, read_raw_batch
 from paper_repro.data.store import decode_image, read_manifest, shard_name
 
 SHM = "/dev/shm"
@@ -105,7 +106,8 @@ class BadImage:
 
 def damaged_store_message(store, index, why):
     """One line naming the shard file and image that failed, and how to check and rebuild the store."""
-    shard = os.path.join(store.root, store.split, shard_name(int(store.shards[index])))
+    name_of = raw_shard_name if _is_raw(store) else shard_name
+    shard = os.path.join(store.root, store.split, name_of(int(store.shards[index])))
     name = store.filenames[index] if 0 <= index < len(store.filenames) else "?"
     try:
         source = read_manifest(store.root)["settings"]["source"]
@@ -117,7 +119,32 @@ def damaged_store_message(store, index, why):
             f"--out NEW_STORE --verify` (a finished store is never rebuilt in place)")
 
 
+def _is_raw(store):
+    return getattr(store, "store_format", "jpeg") == RAW
+
+
+def raw_batch(store, indices, pin_memory=False):
+    """read_raw_batch (in shared memory inside a worker), or a BadImage naming the first image that cannot be read."""
+    try:
+        return read_raw_batch(store, indices, pin_memory, shared=get_worker_info() is not None)
+    except (OSError, ValueError) as e:
+        return BadImage(*first_unreadable(store, indices, e))
+
+
 # ---------------------------------------------------------------------------- what the workers do
+
+class _GatherBatch(Dataset):
+    """A raw store's batches read by worker processes (raw_workers > 0): value = raw_batch(store, indices)."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def __len__(self):
+        return len(self.store)
+
+    def __getitem__(self, indices):
+        return raw_batch(self.store, indices)
+
 
 class _DecodeBatch(Dataset):
     """Item = a list of store indices; value = (uint8 [B, H, W, 3], int64 [B]) or a BadImage. Runs in the workers.
@@ -276,15 +303,21 @@ class BatchLoader:
     channel, a permuted [B, 256, 256, 3] view; same shape and values, cheaper to cut on the CPU.
     Batches for a GPU stay contiguous [B, 256, 256, 3], the layout the device gather is tuned for.
     A damaged image stops the pass with RunFailed naming the shard file and image (damaged_store_message).
+    A raw store (store.store_format "raw") has nothing to decode: its batches are contiguous copies of
+    slices (raw_batch), read in this process unless raw_workers > 0 (`workers`, `planar` and `decode` do not
+    apply to it), and its images are store.image_shape.
     """
 
     def __init__(self, store, indices, batch_size, workers=0, pin_memory=False, drop_last=False, prefetch=4,
-                 planar=None, decode="cpu", device=None, shm_free=None):
+                 planar=None, decode="cpu", device=None, shm_free=None, raw_workers=0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if decode not in ("cpu", "gpu"):
             raise ValueError(f"decode must be 'cpu' or 'gpu', not {decode!r}")
-        self.store, self.decode = store, decode
+        self.raw = _is_raw(store)
+        if self.raw:
+            workers, decode = raw_workers, "cpu"
+        self.store, self.decode, self.pin_memory = store, decode, pin_memory
         self.device = None if device is None else torch.device(device)
         self.batch_size, self.drop_last = batch_size, drop_last
         self._batches = _BatchList()
@@ -298,7 +331,9 @@ class BatchLoader:
                     int(free * SHM_SHARE) // processes, self.batch_bytes(), workers, prefetch, processes)
                 if notice:
                     print(notice, file=sys.stderr, flush=True)
-        if decode == "gpu":
+        if self.raw:
+            dataset = _GatherBatch(store)
+        elif decode == "gpu":
             dataset, pin_memory = _ReadBatch(store), False  # nvJPEG stages the bytes in its own pinned buffers
         else:
             dataset = _DecodeBatch(store, not pin_memory if planar is None else planar)
@@ -313,6 +348,8 @@ class BatchLoader:
     def batch_bytes(self):
         """Most bytes one batch takes in shared memory on its way from a worker."""
         b = self.batch_size
+        if self.raw:
+            return _pages(b * int(np.prod(self.store.image_shape))) + _pages(8 * b)
         if self.decode == "cpu":  # images, labels
             return _pages(b * int(np.prod(getattr(self.store, "image_shape", IMAGE_SHAPE)))) + _pages(8 * b)
         lengths = np.asarray(self.store.encoded_lengths)  # the store's index of encoded sizes
@@ -332,7 +369,8 @@ class BatchLoader:
         return self.num_batches
 
     def __iter__(self):
-        batches = self._checked(iter(self._loader))
+        in_process = self.raw and self.workers == 0
+        batches = self._checked(self._raw_batches() if in_process else iter(self._loader))
         if self.decode == "gpu":
             load = self._decode
         elif self.device is None or self.device.type == "cpu":
@@ -358,6 +396,11 @@ class BatchLoader:
             if isinstance(batch, BadImage):
                 raise RunFailed(damaged_store_message(self.store, batch.index, batch.reason))
             yield batch
+
+    def _raw_batches(self):
+        """This pass's batches of a raw store, read in this process (pinned for a GPU)."""
+        for indices in list(self._batches.batches):
+            yield raw_batch(self.store, indices, self.pin_memory)
 
     def _copy(self, item):
         images, labels = item

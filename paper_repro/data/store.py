@@ -4,7 +4,9 @@ Store layout (see results/store_format.md for why JPEG shards):
   STORE/manifest.json              written last by the build: classes, class_words, splits, counts, settings
   STORE/<split>/shard-NNNNN.bin    concatenated JPEG files (256x256 RGB); a CIFAR store: PNG files at 32x32
                                    (the size is the manifest's settings.size: ImageNetStore.image_shape)
-  STORE/<split>/index.npy          int64 [N, 4]: shard, byte offset, byte length, label
+  STORE/<split>/shard-NNNNN.npy    a raw store's shards instead (settings.store_format "raw"): uint8 arrays
+                                   stored channel by channel, memory-mapped (paper_repro/data/raw.py)
+  STORE/<split>/index.npy          int64 [N, 4]: shard, byte offset, byte length, label (raw: row, H*W*3, label)
   STORE/<split>/filenames.txt      the source file name of each image, one per line
   STORE/stats.json, STORE/mean_image.npy   training-set statistics (load_stats)
 """
@@ -19,6 +21,7 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg, decode_png
 
 from paper_repro.data.class_names import class_words, names_known, short_names
+from paper_repro.data.raw import RAW, RawShards, empty_batch, store_format
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
@@ -98,6 +101,7 @@ class ImageNetStore:
         self.classes = list(manifest["classes"])
         size = int((manifest.get("settings") or {}).get("size", 256))
         self.image_shape = (size, size, 3)  # every image of the store: 256x256x3, or CIFAR's native 32x32x3
+        self.store_format = store_format(manifest.get("settings"))  # "jpeg" or "raw"
         # The classes in words (the build's, else the shipped ILSVRC-2012 table's); None where nothing names them.
         self.class_words = _store_words(self.root, manifest)
         folder = os.path.join(self.root, split)
@@ -113,6 +117,7 @@ class ImageNetStore:
                              f"{len(self.filenames)} file names for {len(self.labels)} images")
         self._fds = {}
         self._pid = None
+        self._raw = RawShards(folder, self.shards, self._offset, self.image_shape) if self.store_format == RAW else None
 
     def __len__(self):
         return len(self.labels)
@@ -131,11 +136,17 @@ class ImageNetStore:
             self._fds[shard] = fd
         return fd
 
-    def read_encoded(self, i):
-        """The stored JPEG bytes of image i."""
+    def _checked_index(self, i):
         if not -len(self) <= i < len(self):
             raise IndexError(f"image index {i} out of range for {len(self)} images")
-        i = int(i) % len(self)
+        return int(i) % len(self)
+
+    def read_encoded(self, i):
+        """The stored JPEG bytes of image i (a raw store has none: ValueError)."""
+        i = self._checked_index(i)
+        if self._raw is not None:
+            raise ValueError(f"image store {self.root} is a raw store: its images are stored as pixels, "
+                             f"not encoded; read them with store[i] or read_batch")
         n = int(self.encoded_lengths[i])
         buf = os.pread(self._fd(int(self.shards[i])), n, int(self._offset[i]))
         if len(buf) != n:
@@ -144,14 +155,35 @@ class ImageNetStore:
         return buf
 
     def __getitem__(self, i):
+        if self._raw is not None:
+            return self._raw.image(self._checked_index(i)), int(self.labels[i])
         return decode_image(self.read_encoded(i)), int(self.labels[i])
 
+    def read_batch(self, indices, out=None):
+        """Images `indices` as one uint8 [B, H, W, 3] array (written into `out` if given): a raw store copies
+        slices of its memory-mapped shards (into a planar array, a permuted view), a JPEG store decodes image by
+        image."""
+        indices = np.asarray(indices, np.int64)
+        if out is None:
+            n = len(indices)
+            out = empty_batch(n, self.image_shape) if self._raw else np.empty((n, *self.image_shape), np.uint8)
+        if len(indices) and (indices.min() < -len(self) or indices.max() >= len(self)):
+            raise IndexError(f"image index out of range for {len(self)} images")
+        indices = indices % len(self)
+        if self._raw is not None:
+            return self._raw.gather(indices, out)
+        for j, i in enumerate(indices.tolist()):
+            out[j] = self[i][0]
+        return out
+
     def close(self):
-        """Close the open shard files of this process."""
+        """Close the open shard files (and a raw store's memory maps) of this process."""
         if self._pid == os.getpid():
             for fd in self._fds.values():
                 os.close(fd)
         self._fds = {}
+        if self._raw is not None:
+            self._raw.close()
 
     def __del__(self):
         try:

@@ -147,14 +147,16 @@ def plot_neighbours(neighbours, val, train, path, names=None):
 def plot_step_losses(runs, chance, path, stall_step=None, xlabel="training step", ylim=None):
     """Training loss per read-back (RUN/steps.jsonl) of one or more runs, with ln(classes) and the stall check marked.
 
-    runs: {label: [{"step": x, "loss": l}, ...]} (x in the unit `xlabel` names).
+    runs: {label: [{"step": x, "loss": l}, ...]} (x in the unit `xlabel` names). The stall check is marked
+    only where a run reached it. Returns the figure's x-axis limits.
     """
     fig = Figure(figsize=(9, 4.5))
     ax = fig.subplots()
     for label, steps in runs.items():
         ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=1, label=label)
     ax.axhline(chance, color="black", ls=":", lw=1, label=f"ln(classes) = {chance:.3f} (uniform guessing)")
-    if stall_step:
+    last = max((r["step"] for steps in runs.values() for r in steps), default=0)
+    if stall_step and stall_step <= last:  # a marker past the last step would stretch the axis beyond the runs
         ax.axvline(stall_step, color="grey", ls="--", lw=1, label=f"stall check ({stall_step:g})")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("training loss (mean over the read-back window)")
@@ -162,3 +164,4 @@ def plot_step_losses(runs, chance, path, stall_step=None, xlabel="training step"
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
+    return ax.get_xlim()

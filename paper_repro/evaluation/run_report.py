@@ -230,19 +230,27 @@ def read_steps(run):
 def _curves_section(log, out, steps=(), num_classes=None, stall_steps=None):
     md = ["## 3. Training curves", ""]
     if steps and num_classes:
+        last = steps[-1]["step"]
+        # The stall check's marker only where the run got to it: a shorter run's axis ends at its last step.
+        marked = stall_steps if stall_steps and stall_steps <= last else None
         plot_step_losses({"training loss": steps}, math.log(num_classes), os.path.join(out, "steps.png"),
-                         stall_step=stall_steps)
+                         stall_step=marked)
         md += ["![training loss per step](steps.png)", "",
-               f"The training loss at every read-back ({len(steps)} of them, up to step {steps[-1]['step']}); the "
-               f"dotted line is ln({num_classes}), the loss of uniform guessing, where a net that does not learn "
-               f"stays.", ""]
+               f"The training loss at every read-back ({len(steps)} of them, up to step {last}); the dotted line "
+               f"is ln({num_classes}), the loss of uniform guessing, where a net that does not learn stays"
+               + (f"; the dashed grey line, step {marked}, is where the stall check looked" if marked else "")
+               + ".", ""]
     if not log:
         return md + ["No log.jsonl in the run: no per-epoch curves.", ""]
     drops = plot_curves(log, os.path.join(out, "curves.png"))
+    lr = f"learning rate {log[0].get('lr'):g} -> {log[-1].get('lr'):g}; "
+    if drops:
+        lr += (f"dropped (/10) after epoch{'s' if len(drops) != 1 else ''} {', '.join(map(str, drops))} "
+               f"(dashed red line{'s' if len(drops) != 1 else ''})")
+    else:
+        lr += "no drop"
     return md + ["![training curves](curves.png)", "",
-                 f"{len(log)} epoch{'s' if len(log) != 1 else ''} logged; learning rate "
-                 f"{log[0].get('lr'):g} -> {log[-1].get('lr'):g}; drops after epoch"
-                 f"{'s' if len(drops) != 1 else ''}: {', '.join(map(str, drops)) or 'none'} (dashed red lines). "
+                 f"{len(log)} epoch{'s' if len(log) != 1 else ''} logged; {lr}. "
                  "Validation errors during training are centre-patch (1 view) errors.", ""]
 
 
@@ -294,6 +302,11 @@ def _conv1_section(ckpt, ckpt_path, model_config, out):
     return md + [""]
 
 
+def shared_sentence(same, total):
+    """How many of Figure 4's neighbours share their query's class, as a sentence ("1 of 30 neighbours shares ...")."""
+    return f"{same} of {total} neighbours {'shares' if same == 1 else 'share'} the query's class."
+
+
 def _neighbours_section(ckpt_path, data, out, devices, queries, pool, workers, progress):
     md = ["## 5. Figure 4: nearest neighbours in fc7", ""]
     if not os.path.isfile(ckpt_path):
@@ -305,15 +318,14 @@ def _neighbours_section(ckpt_path, data, out, devices, queries, pool, workers, p
     model = load_model(ckpt_path, devices)
     neigh, searched = nearest_neighbours(model, val, train, load_stats(data)["mean_image"], queries, pool,
                                          workers=workers, progress=progress)
-    names = class_names(data)  # the classes in words (data/store.py); None for a generated set's placeholders
+    names = class_names(data)  # the classes in words (data/store.py); None when it has none
     plot_neighbours(neigh, val, train, os.path.join(out, "neighbours.png"), short_names(names) if names else None)
     same = sum(train.labels[j] == val.labels[n["val"]] for n in neigh for j in n["train"])
     total = sum(len(n["train"]) for n in neigh)
-    queries_named = ""
-    if names:
-        queries_named = " Query classes: " + "; ".join(
-            f"val {n['val']}: {names[val.labels[n['val']]]} ({val.classes[val.labels[n['val']]]})"
-            for n in neigh) + "."
+    # In words with the id beside them where the store names its classes; else the ids alone, once.
+    queries_named = " Query classes: " + "; ".join(
+        f"val {n['val']}: " + (f"{names[label]} ({val.classes[label]})" if names else val.classes[label])
+        for n in neigh for label in [val.labels[n["val"]]]) + "."
     return md + ["![fc7 nearest neighbours](neighbours.png)", "",
                  f"Left column: {len(neigh)} validation images (evenly spaced through the split). The other "
                  "columns: the training images whose fc7 vectors (4096 x width post-ReLU activations of the "
@@ -322,7 +334,7 @@ def _neighbours_section(ckpt_path, data, out, devices, queries, pool, workers, p
                  + (f"all {searched} training images." if searched == len(train) else
                     f"{searched} of the {len(train)} training images (a fixed random sample, seed 0; "
                     "`--pool` sets the number), not the whole set as in the paper.")
-                 + f" {same} of {total} neighbours share the query's class." + queries_named, ""]
+                 + " " + shared_sentence(same, total) + queries_named, ""]
 
 
 def write_report(run, config, log, ckpt, out, evals=(), data=None, devices=("cpu",), queries=5, pool=5000, workers=0,

@@ -7,6 +7,7 @@ import torch
 
 from paper_repro.core import faults
 from paper_repro.core.atomic import atomic_write, stale_temps
+from paper_repro.core.numbering import position
 from paper_repro.core.recipe import LEGACY_RECIPE, with_legacy
 from paper_repro.nets.registry import net_from_config
 
@@ -103,8 +104,8 @@ def load_run_checkpoint(run, warn=None):
             problems.append(str(e))
             continue
         if problems:
-            warn(f"WARNING: {problems[0]}; resuming from the previous checkpoint {path} instead (epoch "
-                 f"{ckpt['epoch']}, batch {ckpt['step']}): the steps after it are lost and will be trained again")
+            warn(f"WARNING: {problems[0]}; resuming from the previous checkpoint {path} instead "
+                 f"({position(ckpt['epoch'], ckpt['step'])}): the steps after it are lost and will be trained again")
         return ckpt, path
     raise CheckpointError(f"run {run} has no loadable checkpoint: " + "; ".join(problems)
                           + ". Start a new run with another --out (or without --resume)")
@@ -119,7 +120,7 @@ def read_checkpoint(path):
     """Return (canonical state_dict, model_config or None, info) of a training checkpoint or a bare state_dict."""
     obj = load_checkpoint(path, map_location="cpu")
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        info = {k: obj[k] for k in ("epoch", "step") if isinstance(obj.get(k), (int, float))}
+        info = {k: obj[k] for k in ("epoch", "step", "steps_before") if isinstance(obj.get(k), (int, float))}
         run_config = obj.get("config") or {}
         info["recipe"] = run_config.get("recipe", LEGACY_RECIPE)
         info["mean_crop"] = run_config.get("mean_crop", "position")  # the test subtracts the mean as training did

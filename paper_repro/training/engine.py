@@ -1,4 +1,4 @@
-"""One training epoch and the per-epoch centre-patch validation."""
+"""One training epoch and the per-epoch centre-patch validation, with the time left for the epoch and the run."""
 import contextlib
 import math
 import time
@@ -10,6 +10,7 @@ from tqdm import tqdm
 from paper_repro.core import faults
 from paper_repro.core.cli import RunFailed
 from paper_repro.core.metrics import topk_predictions
+from paper_repro.core.numbering import position
 from paper_repro.data.augment import batch_generator
 from paper_repro.training.distributed import all_reduce_sum, first_error
 
@@ -61,6 +62,16 @@ class StallCheck:
         return stall_message(mean_loss, self.num_classes, global_step)
 
 
+def format_duration(seconds):
+    """A time span for people: "48 s", "3 min 12 s", "2 h 05 min"."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
 def _autocast(device, bf16):
     # No autocast object at all when off: torch.autocast refuses some device types (meta) even disabled.
     if not bf16:
@@ -89,19 +100,21 @@ def train_step(model, optimizer, images, labels, augment, generator, *, device, 
 
 def train_one_epoch(model, optimizer, loader, augment, *, device, epoch, seed, totals, rank=0, bf16=False,
                     checkpoint_every=0, save=None, stop_requested=None, log_every=10, monitor=None,
-                    show_progress=True, steps_before=0):
+                    show_progress=True, steps_before=0, epochs=None, run_left=None):
     """Train over `loader` (from its start batch), updating `totals`; return totals.
 
     save(step) writes a checkpoint after `step` batches of this epoch: every `checkpoint_every`
     global steps, and before raising Stopped when stop_requested(step) says so. Losses are read
     back every `log_every` steps (and before any save): a NaN/Inf stops the run with a message;
     monitor(mean_loss_since_last_read, global_step) sees each read (the stall check). Global steps count
-    from `steps_before`, the training steps of the epochs before this one.
+    from `steps_before`, the training steps of the epochs before this one. The progress bar shows
+    the epoch's time left (tqdm's) and, at each read, the run's: run_left(seconds per step, steps left
+    in this epoch) -> seconds. `epochs` (the run's last epoch) only labels the bar.
     """
     model.train()
     steps_per_epoch = len(loader)
-    bar = tqdm(total=steps_per_epoch, initial=loader.start, desc=f"epoch {epoch + 1}", unit="batch",
-               disable=not show_progress, dynamic_ncols=True)
+    bar = tqdm(total=steps_per_epoch, initial=loader.start, unit="batch", disable=not show_progress,
+               desc=f"epoch {epoch + 1}" + (f"/{epochs}" if epochs else ""), dynamic_ncols=True)
     pending, step, started = [], loader.start, time.perf_counter()
     seconds_before = totals.seconds
     for images, labels in loader:
@@ -120,7 +133,11 @@ def train_one_epoch(model, optimizer, loader, augment, *, device, epoch, seed, t
             window_loss = _flush(pending, totals, epoch, step, device)
             totals.seconds = seconds_before + time.perf_counter() - started
             rate = totals.images / max(totals.seconds, 1e-9)
-            bar.set_postfix(loss=f"{window_loss:.4f}", img_s=f"{rate:.0f}")
+            postfix = {"loss": f"{window_loss:.4f}", "img/s": f"{rate:.0f}"}
+            if run_left is not None:
+                per_step = (time.perf_counter() - started) / (step - loader.start)
+                postfix["run left"] = format_duration(run_left(per_step, steps_per_epoch - step))
+            bar.set_postfix(postfix)
             if monitor is not None:
                 monitor(window_loss, global_step)
         bar.update(1)
@@ -128,7 +145,7 @@ def train_one_epoch(model, optimizer, loader, augment, *, device, epoch, seed, t
             save(step)
         if stop:
             bar.close()
-            raise Stopped(f"stopped at epoch {epoch + 1}, batch {step}/{steps_per_epoch}")
+            raise Stopped(f"stopped {position(epoch, step)} (of its {steps_per_epoch} batches)")
     bar.close()
     totals.seconds = seconds_before + time.perf_counter() - started
     return totals
@@ -144,7 +161,7 @@ def _flush(pending, totals, epoch, step, device):
     finite = torch.isfinite(losses)
     mine = None
     if not finite.all():
-        mine = (f"training loss became {float(losses[~finite][0])} at epoch {epoch + 1}, batch {step}: the run "
+        mine = (f"training loss became {float(losses[~finite][0])} by batch {step} of epoch {epoch + 1}: the run "
                 f"diverged. Nothing after the last checkpoint was saved. Try a lower --lr, --bias-init 0.1, or "
                 f"without --bf16; then start again (or --resume from the checkpoint if it predates the divergence).")
     # Every process flushes at the same steps; agreeing here means every process stops at once and none

@@ -9,8 +9,8 @@ import json
 import math
 import os
 
-from paper_repro.core.cli import UsageError
-from paper_repro.core.devices import HELP as GPUS_HELP
+from paper_repro.core.cli import USAGE, HelpFormatter, UsageError
+from paper_repro.core.devices import help_text as gpus_help
 from paper_repro.core.recipe import DEFAULT_RECIPE, PAPER, RECIPE_VALUES, RECIPES, with_legacy
 from paper_repro.nets.checkpoint import CHECKPOINT, PREVIOUS, existing_checkpoints
 
@@ -46,8 +46,15 @@ RUN/checkpoint.pt (atomic, verified, the previous one kept as checkpoint.prev.pt
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the epilog's layout and show every flag's default."""
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, as every other error of the command (core/cli.py)."""
+
+    def error(self, message):
+        if message.startswith("the following arguments are required: "):
+            missing = message.split(": ", 1)[1].split(", ")
+            message = (f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required: "
+                       f"python -m paper_repro.train --data STORE --out RUN [flags] (--help lists them)")
+        self.exit(USAGE, f"paper_repro.train: error: {message}\n")
 
 
 def _positive_int(text):
@@ -66,18 +73,21 @@ def _nonnegative_int(text):
 
 def get_args_parser(add_help=True):
     """The command-line flags (defaults = the paper's recipe, paper_repro/core/recipe.py)."""
-    p = argparse.ArgumentParser(prog="python -m paper_repro.train", description=__doc__.splitlines()[0],
-                                add_help=add_help, epilog=EPILOG, formatter_class=_Formatter)
+    p = _Parser(prog="python -m paper_repro.train", description=__doc__.splitlines()[0],
+                                add_help=add_help, epilog=EPILOG, formatter_class=HelpFormatter)
     g = p.add_argument_group("run")
-    g.add_argument("--data", help="image store written by data_prep/build_imagenet.py (needs train and val splits; "
-                                  "a CIFAR-10 store: train and test, with --val-split test)")
-    g.add_argument("--out", help="run folder: config.json, log.jsonl, checkpoint.pt")
-    g.add_argument("--gpus", default="0,1", help=GPUS_HELP + " (0,1: the paper's two GPUs)")
+    g.add_argument("--data", metavar="STORE", required=True,
+                   help="image store written by data_prep/build_imagenet.py (needs train and val splits; a CIFAR-10 "
+                        "store: train and test, with --val-split test); required")
+    g.add_argument("--out", metavar="RUN", required=True,
+                   help="run folder: config.json, log.jsonl, steps.jsonl, checkpoint.pt; required")
+    g.add_argument("--gpus", default=None, help=gpus_help("cpu,cpu"))
     g.add_argument("--config", help="JSON file of settings that differ from the paper (keys = flag names with _), "
                                     "or a name in paper_repro/configs/ such as alexnet_bias01; flags given here "
-                                    "override it")
+                                    "override it (default: none, the paper's recipe)")
     g.add_argument("--resume", action="store_true",
-                   help="continue RUN from RUN/checkpoint.pt (an error if there is none)")
+                   help="continue RUN from RUN/checkpoint.pt (an error if there is none; default: a new run, and an "
+                        "error if RUN has a checkpoint)")
     g.add_argument("--auto-resume", action="store_true", help="continue RUN if it has a checkpoint, else start it")
     g.add_argument("--seed", type=int, default=0, help="seed of the init, the epoch orders, augmentation and dropout")
     g.add_argument("--workers", type=_nonnegative_int, default=None,
@@ -93,7 +103,8 @@ def get_args_parser(add_help=True):
     g.add_argument("--stall-steps", type=_nonnegative_int, default=200,
                    help="warn if the training loss is still ln(classes) after this many steps (0: never check); "
                         "a net that learns leaves ln(classes) well before (results/real_photos.md)")
-    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="tqdm progress bars with the epoch's and the run's time left")
 
     g = p.add_argument_group("learning (section 5)")
     g.add_argument("--epochs", type=_positive_int, default=PAPER["epochs"], help="at most this many epochs")
@@ -180,7 +191,8 @@ def get_args_parser(add_help=True):
                         "paper's words; about 1,400 grey levels on the 0-255 scale)")
     g.add_argument("--colour-noise-std", type=float, default=PAPER["colour_noise_std"],
                    help="standard deviation of a_i (>= 0)")
-    g.add_argument("--no-colour-noise", dest="colour_noise", action="store_false", help="ablation: no PCA colour noise")
+    g.add_argument("--no-colour-noise", dest="colour_noise", action="store_false",
+                   help="ablation: no PCA colour noise (default: the paper's PCA colour noise is on)")
 
     add_cifar_arguments(p)
 
