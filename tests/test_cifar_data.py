@@ -83,9 +83,10 @@ def _build(source, out, **kw):
     return B.build(str(source), str(out), workers=kw.pop("workers", 1), progress=False, **kw)
 
 
-def test_python_batches_become_a_32x32_lossless_store(tmp_path):
+@pytest.mark.parametrize("fmt", ["jpeg", "raw"])  # jpeg: the shard format, holding PNGs for CIFAR
+def test_python_batches_become_a_32x32_lossless_store(tmp_path, fmt):
     source, truth = make_cifar(tmp_path / "src", per_batch=6, test=7)
-    manifest = _build(source, tmp_path / "store")
+    manifest = _build(source, tmp_path / "store", fmt=fmt)
     assert manifest["classes"] == CLASSES and manifest["class_words"] == CLASSES
     assert manifest["splits"] == {"train": {"count": 30, "shards": 5}, "test": {"count": 7, "shards": 1}}
     assert manifest["settings"]["source_format"] == "cifar-python" and manifest["settings"]["size"] == 32
@@ -128,30 +129,31 @@ def test_tar_gz_dir_and_folders_give_the_same_pixels(tmp_path):
                                   load_stats(tmp_path / "store_folders")["mean_image"])
 
 
-def test_build_is_resumable_byte_for_byte_and_a_rerun_is_a_no_op(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("fmt", ["jpeg", "raw"])
+def test_build_is_resumable_byte_for_byte_and_a_rerun_is_a_no_op(tmp_path, capsys, monkeypatch, fmt):
     source, _ = make_cifar(tmp_path / "src", per_batch=5, test=6)
-    _build(source, tmp_path / "full")
+    _build(source, tmp_path / "full", fmt=fmt)
     real, done = B.process_shard, []
 
-    def dies_after_two(task, out):
+    def dies_after_two(task, out, *rest):
         if len(done) == 2:
             raise KeyboardInterrupt  # the build is killed after two shards
         done.append(task.shard)
-        return real(task, out)
+        return real(task, out, *rest)
 
     monkeypatch.setattr(B, "process_shard", dies_after_two)
     with pytest.raises(KeyboardInterrupt):
-        _build(source, tmp_path / "part")
+        _build(source, tmp_path / "part", fmt=fmt)
     assert not os.path.exists(tmp_path / "part" / "manifest.json")
     monkeypatch.setattr(B, "process_shard", real)
-    _build(source, tmp_path / "part")
+    _build(source, tmp_path / "part", fmt=fmt)
 
     def files(root):
         return {os.path.relpath(os.path.join(d, n), root): open(os.path.join(d, n), "rb").read()
                 for d, _, ns in os.walk(root) for n in ns}
     assert files(tmp_path / "full") == files(tmp_path / "part")  # every byte: shards, indexes, stats, manifest
     capsys.readouterr()
-    _build(source, tmp_path / "full")
+    _build(source, tmp_path / "full", fmt=fmt)
     assert "already complete; nothing to do" in capsys.readouterr().out
 
 
