@@ -80,10 +80,13 @@ def prepare(args):
     check_args(args)
     store = open_store(args.data, args.split)
     devices, chosen = choose_devices(args.gpus, "cpu")
-    print(f"evaluate: {len(store)} {args.split} images of {len(store.classes)} classes from {args.data}, "
-          f"{args.views} view{'s' if args.views != 1 else ''}, {len(args.checkpoint)} net"
-          f"{'s' if len(args.checkpoint) != 1 else ''} | devices {', '.join(devices)} ({chosen})", flush=True)
     models = [load_model(c, devices, args.input_size) for c in args.checkpoint]
+    # the views each net is tested with: --views, or its own (the paper's ten; a CIFAR-10 net's data path says)
+    counts = sorted({views_of(m.config(), args.views) for m in models})
+    views = "/".join(map(str, counts))
+    print(f"evaluate: {len(store)} {args.split} images of {len(store.classes)} classes from {args.data}, "
+          f"{views} view{'s' if views != '1' else ''}, {len(args.checkpoint)} net"
+          f"{'s' if len(args.checkpoint) != 1 else ''} | devices {', '.join(devices)} ({chosen})", flush=True)
     num_store = len(store.classes)
     for m in models:
         if m.config()["num_classes"] != num_store:
@@ -91,8 +94,6 @@ def prepare(args):
                 f"checkpoint {m.checkpoint_info['path']} predicts {m.config()['num_classes']} classes but "
                 f"--data {args.data} has {num_store}; evaluate on the store the net was trained for"
             )
-    for m in models:
-        views_of(m.config(), args.views)  # a --views the net's data path cannot take is refused here
     precision = set_precision_policy(devices, args.tf32)
     return devices, precision, store, models, load_stats(args.data)["mean_image"]
 

@@ -178,6 +178,7 @@ def end_line(args, state, record, seconds, resumed=False):
     out, data = shlex.quote(args.out), shlex.quote(args.data)
     eval_json = shlex.quote(os.path.join(args.out, "eval.json"))
     why = f" (the schedule's {args.lr_max_drops} drops are spent)" if state.finished else ""
+    split = "" if getattr(args, "val_split", "val") == "val" else f" --split {args.val_split}"  # CIFAR-10: test
     errors = ""
     if record:
         errors = (f"; val top-1 error {record['val_top1_error']:.4f}, top-5 {record['val_top5_error']:.4f} "
@@ -185,7 +186,7 @@ def end_line(args, state, record, seconds, resumed=False):
     return (f"train {args.out}: done {position(state.epoch)}{why} (epochs done: {state.epoch}, steps done: "
             f"{state.global_step}) in {format_duration(seconds)}{' (this start)' if resumed else ''}{errors}. Next, "
             f"the paper's ten-view test and the "
-            f"report: python -m paper_repro.evaluate --data {data} --checkpoint "
+            f"report: python -m paper_repro.evaluate --data {data}{split} --checkpoint "
             f"{shlex.quote(os.path.join(args.out, CHECKPOINT))} --json {eval_json} && python -m paper_repro.report "
             f"--run {out} --eval {eval_json} --out {shlex.quote(os.path.join(args.out, 'report'))}")
 
