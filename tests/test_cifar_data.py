@@ -133,11 +133,11 @@ def test_build_is_resumable_byte_for_byte_and_a_rerun_is_a_no_op(tmp_path, capsy
     _build(source, tmp_path / "full")
     real, done = B.process_shard, []
 
-    def dies_after_two(task, out):
+    def dies_after_two(task, *rest):
         if len(done) == 2:
             raise KeyboardInterrupt  # the build is killed after two shards
         done.append(task.shard)
-        return real(task, out)
+        return real(task, *rest)
 
     monkeypatch.setattr(B, "process_shard", dies_after_two)
     with pytest.raises(KeyboardInterrupt):
