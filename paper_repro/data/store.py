@@ -253,11 +253,13 @@ def class_names(root):
     """
     manifest = _read_json(os.path.join(root, MANIFEST)) if root else {}
     classes = manifest.get("classes") or []
-    words = _store_words(root, manifest)
-    if not classes or words is None or is_generated(root):
+    if not classes or is_generated(root):
         return None
     names = manifest.get("class_names")
-    return list(names) if names and len(names) == len(classes) else short_names(classes, words)
+    if names and len(names) == len(classes):
+        return list(names)  # what the build recorded wins
+    words = _store_words(root, manifest)
+    return short_names(classes, words) if words is not None else None
 
 
 def is_generated(root):
