@@ -31,15 +31,12 @@ if __package__ in (None, ""):
     # imports below need the checkout on sys.path first (the one import allowed to follow code).
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep.cifar_sources import CIFAR_SIZE  # noqa: E402
-from data_prep.cifar_sources import FORMATS as CIFAR_FORMATS  # noqa: E402
-from data_prep.ilsvrc_sources import DEMO_MARK  # noqa: E402
-from data_prep.image_recipe import (JPEG_QUALITY, JPEG_SUBSAMPLING, SIZE, SkipImage, encode_jpeg,  # noqa: E402
-                                    prepare_image)
-from data_prep.raw_shards import (FORMAT_HELP, FORMATS, choose_format, format_line, process_raw_shard,  # noqa: E402
-                                  recorded_format, settings_for, verify_raw_job)
+from data_prep.image_recipe import SIZE, SkipImage, encode_jpeg, prepare_image  # noqa: E402
+from data_prep.raw_shards import (FORMAT_HELP, FORMATS, choose_format, process_raw_shard, recorded_format,  # noqa: E402
+                                  settings_for, verify_raw_job)
 from data_prep.shard_tasks import SourceError  # noqa: E402
 from data_prep.source_layouts import detect_format, plan  # noqa: E402
+from data_prep.store_settings import build_settings, summary_text  # noqa: E402
 from data_prep.store_stats import PixelSums  # noqa: E402
 from paper_repro.core import cli  # noqa: E402
 from paper_repro.core.atomic import atomic_write, atomic_write_bytes, atomic_write_json  # noqa: E402
@@ -188,37 +185,6 @@ def finalize(out, source_plan, settings):
     atomic_write_json(os.path.join(out, MANIFEST), manifest)  # last: the build is complete
     _remove_partial_sums(out)
     return manifest, skipped
-
-
-def summary_text(manifest, skipped, out):
-    """The end-of-build summary: images per split, classes, skipped files with reasons, what is left out."""
-    fmt = manifest["settings"].get("source_format")
-    lines = [f"store {out}: {len(manifest['classes'])} classes" + (f" ({fmt} source)" if fmt else "")]
-    lines.append(format_line(manifest["settings"], out))
-    if 0 < len(manifest.get("class_names") or ()) <= 20:  # a subset's classes in words; 1000 would drown the rest
-        lines.append(f"  classes: {', '.join(manifest['class_names'])}")
-    for split, s in manifest["splits"].items():
-        lines.append(f"  {split}: {s['count']} images in {s['shards']} shards")
-    lines.append(f"  skipped: {len(skipped)} files (list in {os.path.join(out, 'skipped.json')})")
-    for s in skipped[:50]:
-        lines.append(f"    {s['file']}: {s['reason']}")
-    if len(skipped) > 50:
-        lines.append(f"    ... and {len(skipped) - 50} more")
-    lines += [f"  {note}" for note in manifest.get("notes", [])]
-    return "\n".join(lines)
-
-
-def build_settings(source, source_format, year):
-    """What the store records about how it was built (a resumed or repeated build must match it)."""
-    if source_format in CIFAR_FORMATS:  # native size, lossless
-        return {"source": source, "source_format": source_format, "encoding": "png", "size": CIFAR_SIZE}
-    settings = {"source": source, "source_format": source_format, "jpeg_quality": JPEG_QUALITY,
-                "jpeg_subsampling": JPEG_SUBSAMPLING, "size": SIZE}
-    if source_format != "tiny-imagenet":  # the ILSVRC year; Tiny ImageNet has none
-        settings["year"] = int(year)
-    if os.path.isfile(os.path.join(source, DEMO_MARK)):
-        settings["demo"] = True  # read by the report: a generated set is never called ImageNet
-    return settings
 
 
 def _same_settings(old, new):
