@@ -13,6 +13,16 @@ from data_prep.make_demo_imagenet import make_demo_imagenet  # noqa: E402
 from paper_repro.data import augment  # noqa: E402
 
 
+def store_files(root):
+    """{relative path: bytes} of every file under root: two stores compared byte for byte."""
+    out = {}
+    for d, _, names in os.walk(root):
+        for n in names:
+            with open(os.path.join(d, n), "rb") as f:
+                out[os.path.relpath(os.path.join(d, n), root)] = f.read()
+    return out
+
+
 def make_store(tmp_path, num_classes=4, train_per_class=12, val_per_class=4, seed=0, layout="archives",
                year=2012, workers=1):
     """Generate a demo data set under tmp_path and build its store; returns the store path (str)."""

@@ -14,7 +14,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, store_files
 from PIL import Image
 from scipy.io import loadmat
 
@@ -27,15 +27,6 @@ from paper_repro.data.store import ImageNetStore, load_stats
 SCRIPT = os.path.join(ROOT, "data_prep", "build_imagenet.py")
 
 
-def _files(root):
-    """{relative path: bytes} of every file under root."""
-    out = {}
-    for d, _, names in os.walk(root):
-        for n in names:
-            p = os.path.join(d, n)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, root)] = f.read()
-    return out
 
 
 def _build(source, out, **kw):
@@ -64,7 +55,7 @@ def test_archive_and_folder_layouts_build_the_same_store(tmp_path):
     make_demo_imagenet(tmp_path / "fold", 3, 5, 3, seed=7, layout="folders")
     _build(tmp_path / "arch", tmp_path / "s_arch", workers=2)
     _build(tmp_path / "fold", tmp_path / "s_fold")
-    a, f = _files(tmp_path / "s_arch"), _files(tmp_path / "s_fold")
+    a, f = store_files(tmp_path / "s_arch"), store_files(tmp_path / "s_fold")
     data_files = [k for k in a if k.endswith((".bin", ".npy", ".txt")) or k == "stats.json"]
     assert sorted(k for k in a if k in data_files) == sorted(k for k in f if k in data_files)
     assert len([k for k in data_files if k.endswith(".bin")]) == 4  # 3 train shards + 1 val
@@ -272,7 +263,7 @@ def test_sigkill_mid_build_then_rerun_equals_uninterrupted_build(tmp_path, fmt):
     stdout, stderr = q.communicate(timeout=120)
     assert q.returncode == 0, stderr.decode()
     assert 1 <= done_before < 9
-    got, want = _files(out), _files(ref)
+    got, want = store_files(out), store_files(ref)
     assert sorted(got) == sorted(want)
     for k in want:
         assert got[k] == want[k], k
@@ -384,7 +375,7 @@ def test_ilsvrc2010_archives_with_test_ground_truth(tmp_path):
     assert ImageNetStore(tmp_path / "sa", "test").filenames[0] == "ILSVRC2010_test_00000001.JPEG"
 
 
-def test_ilsvrc2010_patch_images_and_gzipped_files(tmp_path):
+def test_ilsvrc2010_patch_images_and_gzippedstore_files(tmp_path):
     src = make_demo_imagenet(tmp_path / "a", 2, 3, 2, seed=8, year=2010)
     fixed_train, fixed_test = _jpeg(_two_colour(300, 350)), _jpeg(_two_colour(280, 300, (9, 9, 9)))
     with tarfile.open(os.path.join(src, "ILSVRC2010_images_train.tar")) as t:
@@ -463,7 +454,7 @@ def test_a_subset_of_symbolic_links_builds_the_store_a_copy_builds(tmp_path):
         tmp_path / "fold" / "train"))[0] / "broken.JPEG")
     _build(tmp_path / "fold", tmp_path / "s_copy")
     _build(tmp_path / "links", tmp_path / "s_links")
-    a, b = _files(tmp_path / "s_copy"), _files(tmp_path / "s_links")
+    a, b = store_files(tmp_path / "s_copy"), store_files(tmp_path / "s_links")
     data_files = [k for k in a if k.endswith((".bin", ".npy", ".txt")) or k == "stats.json"]
     assert len(ImageNetStore(tmp_path / "s_links", "train")) == 12 and data_files
     for k in data_files:

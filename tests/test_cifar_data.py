@@ -7,6 +7,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from conftest import store_files
 from PIL import Image
 
 from data_prep import build_imagenet as B
@@ -148,10 +149,7 @@ def test_build_is_resumable_byte_for_byte_and_a_rerun_is_a_no_op(tmp_path, capsy
     monkeypatch.setattr(B, "process_shard", real)
     _build(source, tmp_path / "part", fmt=fmt)
 
-    def files(root):
-        return {os.path.relpath(os.path.join(d, n), root): open(os.path.join(d, n), "rb").read()
-                for d, _, ns in os.walk(root) for n in ns}
-    assert files(tmp_path / "full") == files(tmp_path / "part")  # every byte: shards, indexes, stats, manifest
+    assert store_files(tmp_path / "full") == store_files(tmp_path / "part")  # every byte: shards, indexes, stats, manifest
     capsys.readouterr()
     _build(source, tmp_path / "full", fmt=fmt)
     assert "already complete; nothing to do" in capsys.readouterr().out

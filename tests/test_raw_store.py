@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from conftest import store_files
 from PIL import Image
 
 from data_prep import build_imagenet as B
@@ -19,16 +20,6 @@ from data_prep.shard_tasks import SourcePlan
 from paper_repro.core.cli import RunFailed
 from paper_repro.data.loader import BatchLoader, epoch_order, image_batches
 from paper_repro.data.store import ImageNetStore, load_stats
-
-
-def _files(root):
-    """{relative path: bytes} of every file under root."""
-    out = {}
-    for d, _, names in os.walk(root):
-        for n in names:
-            with open(os.path.join(d, n), "rb") as f:
-                out[os.path.relpath(os.path.join(d, n), root)] = f.read()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +71,9 @@ def test_auto_takes_raw_for_a_small_store_and_says_so_with_the_size_on_disk(pair
     assert B.main(["--source", src, "--out", str(out), "--workers", "1", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert f"building {out}: format raw (auto: 18 images x 256x256x3 uint8 = 0.00 GiB, under 8 GiB)\n" in text
-    size = sum(len(b) for b in _files(out).values())
+    size = sum(len(b) for b in store_files(out).values())
     assert f"  format raw: uint8 pixel arrays, memory-mapped, no decoding; {size / 2 ** 30:.3f} GiB on disk\n" in text
-    assert _files(out) == _files(raw_root)
+    assert store_files(out) == store_files(raw_root)
     # a store keeps its format: auto again is a no-op, another format is refused in one line
     assert B.main(["--source", src, "--out", str(out), "--no-progress"]) == 0
     assert "already complete; nothing to do" in capsys.readouterr().out
@@ -138,7 +129,7 @@ def test_interrupted_raw_build_resumes_to_the_same_bytes(pair, tmp_path, monkeyp
     assert len(list((tmp_path / "s").rglob("shard-[0-9][0-9][0-9][0-9][0-9].npy"))) == 2
     monkeypatch.undo()
     B.build(src, str(tmp_path / "s"), workers=1, progress=False, fmt="auto")  # auto: the partial build's format
-    got, want = _files(tmp_path / "s"), _files(raw_root)
+    got, want = store_files(tmp_path / "s"), store_files(raw_root)
     assert sorted(got) == sorted(want)
     assert all(got[k] == want[k] for k in want)
 
@@ -196,7 +187,7 @@ def test_damaged_raw_shard_stops_the_loader_naming_shard_and_image(pair, tmp_pat
     src, raw_root, _ = pair
     root = tmp_path / "s"
     os.makedirs(root)
-    for rel, data in _files(raw_root).items():
+    for rel, data in store_files(raw_root).items():
         os.makedirs(os.path.dirname(root / rel), exist_ok=True)
         (root / rel).write_bytes(data)
     shard = root / "train" / "shard-00002.npy"

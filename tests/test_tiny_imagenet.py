@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import store_files
 from PIL import Image
 
 from data_prep import build_imagenet as B
@@ -73,13 +74,6 @@ def _json(store, name):
         return json.load(f)
 
 
-def _files(root):
-    out = {}
-    for d, _, names in os.walk(root):
-        for n in names:
-            with open(os.path.join(d, n), "rb") as f:
-                out[os.path.relpath(os.path.join(d, n), root)] = f.read()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +152,7 @@ def test_interrupted_build_resumes_to_the_same_bytes(tiny, tmp_path, monkeypatch
     assert not (tmp_path / "s" / "manifest.json").exists()
     monkeypatch.undo()
     B.build(src, str(tmp_path / "s"), workers=1, progress=False)
-    got, want = _files(tmp_path / "s"), _files(ref)
+    got, want = store_files(tmp_path / "s"), store_files(ref)
     assert sorted(got) == sorted(want)
     assert all(got[k] == want[k] for k in want)
     capsys.readouterr()
