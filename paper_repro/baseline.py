@@ -24,7 +24,7 @@ from paper_repro.core.atomic import atomic_write_json
 from paper_repro.core.cli import checked
 from paper_repro.core.devices import choose_devices
 from paper_repro.data.loader import BatchLoader, epoch_order
-from paper_repro.data.store import ImageNetStore
+from paper_repro.data.store import ImageNetStore, check_trainable
 from paper_repro.evaluate import evaluate
 from paper_repro.nets.checkpoint import CHECKPOINT, existing_checkpoints, load_run_checkpoint, save_checkpoint
 from paper_repro.training.engine import format_duration
@@ -70,6 +70,11 @@ def len_epoch(store, batch_size):
     return -(-len(store) // batch_size)
 
 
+def budget_exceeded(elapsed_s, epoch_s, val_s, minutes):
+    """Whether one more epoch like the last, then a ten-view test (ten centre passes), would end past `minutes`."""
+    return elapsed_s + epoch_s + 10 * val_s > 60 * minutes
+
+
 def get_args_parser():
     """The baseline's flags (defaults: torchvision's reference recipe for AlexNet)."""
     p = argparse.ArgumentParser(prog="python -m paper_repro.baseline", description=__doc__.splitlines()[0],
@@ -82,6 +87,10 @@ def get_args_parser():
                    "'cpu'. Given, it is used or refused; without it: '0' where this machine has a GPU, 'cpu' where "
                    "it has none; the first line says which")
     p.add_argument("--epochs", type=int, default=90, help="epochs to train")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget of this command, its final ten-view test included: no epoch starts "
+                   "that would end past it (the last epoch's time and ten times its centre-patch validation "
+                   "foretell the next and the test), so that the baseline gets the time another run took")
     p.add_argument("--batch-size", type=int, default=256, help="batch (the reference: 8 GPUs x 32)")
     p.add_argument("--lr", type=float, default=0.01, help="initial learning rate (the reference's AlexNet line)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
@@ -102,8 +111,11 @@ def main(args):
             raise cli.UsageError(f"{flag} {value}: must be an integer >= 1")
     if not args.lr > 0:
         raise cli.UsageError(f"--lr {args.lr}: must be a number > 0")
+    if args.minutes is not None and not args.minutes > 0:
+        raise cli.UsageError(f"--minutes {args.minutes}: must be a number > 0")
     try:  # the data before the devices: a missing store is the first thing to fix
         train_store, val_store = ImageNetStore(args.data, "train"), ImageNetStore(args.data, "val")
+        check_trainable(train_store, args.batch_size)
     except (ValueError, OSError) as e:
         raise cli.UsageError(str(e)) from None
     devices, chosen = checked(choose_devices, args.gpus, "cpu", "torchvision's AlexNet")
@@ -134,7 +146,9 @@ def main(args):
                       "(references/classification, --model alexnet --lr 1e-2)", num_classes=num_classes))
     loader = BatchLoader(train_store, [], args.batch_size, workers=args.workers, pin_memory=device != "cpu")
     crops = ReferenceTrainCrops()
+    stopped_by_clock = False
     while epoch < args.epochs:
+        epoch_started = time.perf_counter()
         model.train()
         loader.set_indices(epoch_order(len(train_store), args.seed, epoch))
         loss_sum, images, seconds, window = 0.0, 0, 0.0, []
@@ -160,8 +174,10 @@ def main(args):
         lr = optimizer.param_groups[0]["lr"]  # this epoch's, before the schedule moves it
         schedule.step()
         epoch += 1
+        val_started = time.perf_counter()
         probs = evaluate([model], val_store, np.zeros((256, 256, 3), np.float32), views=1, workers=args.workers,
                          progress=False)
+        val_seconds = time.perf_counter() - val_started
         val_top1 = float((probs.argmax(1) != torch.as_tensor(val_store.labels)).float().mean())  # probs: on the CPU
         append_log(os.path.join(args.out, "log.jsonl"), {
             "epoch": epoch, "train_loss": loss_sum / images, "val_top1_error": val_top1,
@@ -171,13 +187,21 @@ def main(args):
         tqdm.write(f"epoch {epoch}/{args.epochs}: train loss {loss_sum / images:.4f} | val top-1 (centre) "
                    f"{val_top1:.4f} | "
                    f"{images / seconds:.0f} img/s (training steps)")
+        if args.minutes is not None and epoch < args.epochs:
+            now = time.perf_counter()
+            if budget_exceeded(now - started, now - epoch_started, val_seconds, args.minutes):
+                stopped_by_clock = True
+                tqdm.write(f"baseline {args.out}: --minutes {args.minutes:g}: another epoch and the ten-view test "
+                           f"would end past the budget; stopping after epoch {epoch}")
+                break
     probs = evaluate([model], val_store, np.zeros((256, 256, 3), np.float32), views=10, workers=args.workers,
                      progress=args.progress)
     labels = torch.as_tensor(val_store.labels)
     top5 = probs.topk(min(5, num_classes), dim=1).indices
     result = {"top1_error": float((probs.argmax(1) != labels).float().mean()),
               "top5_error": float((~(top5 == labels[:, None]).any(1)).float().mean()),
-              "views": 10, "images": len(val_store), "epochs_done": epoch}
+              "views": 10, "images": len(val_store), "epochs_done": epoch,
+              "stopped_by_clock": stopped_by_clock}
     eval_json = os.path.join(args.out, "eval_val_10view.json")
     atomic_write_json(eval_json, result)
     print(f"baseline {args.out}: done after epoch {epoch} (epochs done: {epoch}) in "

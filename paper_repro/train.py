@@ -15,7 +15,7 @@ from paper_repro.core.devices import choose_devices, set_precision_policy
 from paper_repro.core.numbering import position
 from paper_repro.core.recipe import RECIPE_VALUES, deviations
 from paper_repro.data.loader import BatchLoader, default_workers, shard_order, split_order
-from paper_repro.data.store import ImageNetStore, load_stats
+from paper_repro.data.store import ImageNetStore, check_trainable, load_stats
 from paper_repro.nets.checkpoint import (CHECKPOINT, CheckpointError, load_checkpoint, load_run_checkpoint,
                                          remove_stale_temps, save_checkpoint)
 from paper_repro.training import distributed as dist_utils
@@ -112,10 +112,11 @@ def _agree_on_run(args, rank):
 
 def _open_store(args):
     try:
-        return (ImageNetStore(args.data, "train"), ImageNetStore(args.data, getattr(args, "val_split", "val")),
-                load_stats(args.data))
+        stores = (ImageNetStore(args.data, "train"), ImageNetStore(args.data, getattr(args, "val_split", "val")),
+                  load_stats(args.data))
     except (ValueError, OSError) as e:
         raise cli.UsageError(str(e)) from None
+    return stores
 
 
 def _restore(state, model, optimizer, args, rank, num_classes, train_images):
@@ -198,6 +199,7 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
     check_world(args, world_size)  # on the run's own batch size, saved settings merged
     main_process, device = rank == 0, devices[0]
     train_store, val_store, stats = stores or _open_store(args)
+    checked(check_trainable, train_store, args.batch_size)  # on the run's own batch size, saved settings merged
     num_classes = len(train_store.classes)
     batch = args.batch_size // world_size
     steps_per_epoch = -(-(-(-len(train_store) // world_size)) // batch)  # DistributedSampler pads every share

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from paper_repro.baseline import Normalised, get_args_parser, main
+from paper_repro.baseline import Normalised, budget_exceeded, get_args_parser, main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,3 +44,25 @@ def test_one_epoch_logs_and_scores_with_ten_views_and_resumes(tiny_store, tmp_pa
     assert again == result
     with open(os.path.join(run, "log.jsonl")) as f:
         assert len(f.readlines()) == 1
+
+
+def test_budget_counts_the_next_epoch_and_ten_centre_passes():
+    # 100 s gone, epochs of 50 s, a centre pass of 3 s: the next epoch and the ten-view test end at 180 s
+    assert budget_exceeded(100, 50, 3, 180 / 60 - 1e-6)
+    assert not budget_exceeded(100, 50, 3, 180 / 60 + 1e-6)
+
+
+def test_minutes_stops_at_an_epoch_boundary_and_a_rerun_continues(tiny_store, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    run = str(tmp_path / "tv")
+    args = ["--data", tiny_store, "--out", run, "--epochs", "3", "--batch-size", "16", "--workers", "0",
+            "--no-progress", "--minutes", "0.0001"]
+    result = main(get_args_parser().parse_args(args))
+    out = capsys.readouterr().out
+    assert (f"baseline {run}: --minutes 0.0001: another epoch and the ten-view test would end past the budget; "
+            f"stopping after epoch 1\n") in out
+    assert result["epochs_done"] == 1 and result["stopped_by_clock"]
+    again = main(get_args_parser().parse_args(args[:-2]))  # no budget: the rest of the schedule
+    assert again["epochs_done"] == 3 and not again["stopped_by_clock"]
+    with open(os.path.join(run, "log.jsonl")) as f:
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2, 3]

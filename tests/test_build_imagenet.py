@@ -3,6 +3,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -510,3 +511,15 @@ def test_an_empty_training_class_folder_is_one_line(tmp_path, capsys):
     assert (status, out) == (2, "")
     assert err == (f"error: {tmp_path / 'fold' / 'train' / wnid} has no image (class {wnid}; 1 of the 3 training "
                    f"class folders is empty): every class needs training images\n")
+
+
+def test_a_source_with_one_class_is_one_line(tmp_path, capsys):
+    make_demo_imagenet(tmp_path / "fold", 2, 2, 1, seed=5, layout="folders")
+    kept, dropped = sorted(os.listdir(tmp_path / "fold" / "train"))
+    for split in ("train", "val"):
+        shutil.rmtree(tmp_path / "fold" / split / dropped)
+    status, out, err = _main(capsys, "--source", str(tmp_path / "fold"), "--out", str(tmp_path / "s"))
+    assert (status, out) == (2, "")
+    assert err == (f"error: {tmp_path / 'fold'}: its training set has one class ({kept}); a classifier needs at "
+                   f"least two: put each class's training images in a folder of its own beside it\n")
+    assert not os.path.exists(tmp_path / "s" / "stats.json")

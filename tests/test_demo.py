@@ -13,7 +13,7 @@ from paper_repro import demo
 def test_demo_runs_every_stage_and_links_its_figures(tmp_path):
     out, work = tmp_path / "report", tmp_path / "work"
     cmd = [sys.executable, "-m", "paper_repro.demo", "--out", str(out), "--workdir", str(work), "--classes", "3",
-           "--train-per-class", "6", "--val-per-class", "2", "--epochs", "1", "--workers", "0"]
+           "--train-per-class", "11", "--val-per-class", "2", "--epochs", "1", "--workers", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -13,7 +13,7 @@ from paper_repro.core.cli import run as run_command
 from paper_repro.data.store import ImageNetStore, load_stats
 from paper_repro.data.views import VIEW_NAMES, TenViews
 from paper_repro.evaluate import PROG, cli, get_args_parser, main
-from paper_repro.evaluation.scoring import evaluate
+from paper_repro.evaluation.scoring import evaluate, forward_in_pieces
 from paper_repro.nets.alexnet import AlexNet
 from paper_repro.nets.checkpoint import load_model
 
@@ -385,3 +385,17 @@ def test_bad_input_is_one_line_naming_the_flag(tiny_store, tmp_path, capsys):
         status, err = command(["--data", tiny_store, "--checkpoint", ckpt, "--gpus", "0"], capsys)
         assert status == 2 and err == (f"{PROG}: error: --gpus '0': this machine has no CUDA device; pass --gpus cpu "
                                        "(or cpu,cpu for two columns)\n")
+
+
+def test_forward_in_pieces_gives_the_whole_batchs_logits_piece_by_piece():
+    torch.manual_seed(0)
+    net = AlexNet(num_classes=5, width=0.125, devices=("cpu",)).eval()
+    sizes = []
+    net.register_forward_pre_hook(lambda module, inputs: sizes.append(len(inputs[0])))
+    x = torch.rand(7, 3, 224, 224) * 255
+    with torch.inference_mode():
+        whole = net(x)
+        got = forward_in_pieces(net, x, 3)
+        assert torch.equal(forward_in_pieces(net, x, None), whole)
+    assert sizes == [7, 3, 3, 1, 7]
+    torch.testing.assert_close(got, whole, rtol=0, atol=1e-5)

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data.distributed import DistributedSampler
 
 from paper_repro.data.loader import BatchLoader, epoch_order, shard_order
-from paper_repro.data.store import ImageNetStore
+from paper_repro.data.store import ImageNetStore, check_trainable
 from paper_repro.nets.alexnet import AlexNet
 from paper_repro.nets.checkpoint import load_checkpoint
 from paper_repro.train import main, run_cli
@@ -308,3 +308,23 @@ def test_durations_read_as_people_write_them():
     from paper_repro.training.engine import format_duration
     assert [format_duration(s) for s in (0.4, 48, 60, 192.4, 3599, 3600, 7500)] == [
         "0 s", "48 s", "1 min 00 s", "3 min 12 s", "59 min 59 s", "1 h 00 min", "2 h 05 min"]
+
+
+def test_a_training_split_smaller_than_one_batch_or_of_one_class_is_one_line(tiny_store, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    base = ["--data", tiny_store, "--out", run, "--width", "0.125", "--workers", "0", "--gpus", "cpu"]
+    assert _error(base + ["--batch-size", "49"], capsys) == (
+        f"paper_repro.train: error: image store {tiny_store}: its train split has 48 images, fewer than one batch of "
+        f"49: add images, or give --batch-size 48 or less")
+    assert not os.path.exists(os.path.join(run, "checkpoint.pt"))
+
+    class OneClass:  # a store built before the build refused one class
+        root, split, classes = "/stores/one", "train", ["n01"]
+
+        def __len__(self):
+            return 500
+
+    with pytest.raises(ValueError) as e:
+        check_trainable(OneClass(), 128)
+    assert str(e.value) == ("image store /stores/one: its train split has one class (n01); a classifier needs at "
+                            "least two: rebuild the store from a source with a folder per class")

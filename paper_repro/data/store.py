@@ -192,6 +192,18 @@ class ImageNetStore:
             pass
 
 
+def check_trainable(train_store, batch_size):
+    """A ValueError for a training split that cannot train a classifier: one class, or fewer images than one batch."""
+    if len(train_store.classes) < 2:
+        raise ValueError(f"image store {train_store.root}: its {train_store.split} split has one class "
+                         f"({train_store.classes[0]}); a classifier needs at least two: rebuild the store from a "
+                         f"source with a folder per class")
+    if len(train_store) < batch_size:
+        raise ValueError(f"image store {train_store.root}: its {train_store.split} split has {len(train_store)} "
+                         f"images, fewer than one batch of {batch_size}: add images, or give --batch-size "
+                         f"{len(train_store)} or less")
+
+
 def load_stats(root):
     """Training-set statistics: rgb_mean [3], pca_eigval [3] (desc), pca_eigvec [3,3] (columns), mean_image."""
     root = os.fspath(root)

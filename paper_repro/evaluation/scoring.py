@@ -75,6 +75,20 @@ def _cutter(key, mean_image, views):
     return eval_views(kind, np.asarray(mean_image), size, views)
 
 
+# On the CPU a batch's ten views (1,280 patches) go through the net this many at a time: the
+# activations of 128 patches stay in cache between layers, those of 1,280 do not, and the whole
+# forward was 1.3-1.6x slower at once (width 0.5, 2 threads; results/benchmarks.md). The logits are
+# the same bits either way. A GPU takes the whole batch.
+CPU_PIECE = 128
+
+
+def forward_in_pieces(model, x, piece):
+    """model(x) computed `piece` rows at a time (all at once when piece is None or x is no larger)."""
+    if piece is None or len(x) <= piece:
+        return model(x)
+    return torch.cat([model(x[i:i + piece]) for i in range(0, len(x), piece)])
+
+
 def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf16=False, progress=True,
              decode="cpu"):
     """Return float32 probabilities N x C (CPU): softmax averaged over the views, then over the models.
@@ -113,7 +127,7 @@ def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf1
             for m, key in zip(models, keys):
                 x, v = patches[key], cutters[key][1]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = m(x)
+                    logits = forward_in_pieces(m, x, CPU_PIECE if device.type == "cpu" else None)
                 total += average_views(F.softmax(logits.float(), dim=1).view(n, v, num_classes))
             probs[start:start + n] = total / len(models)
             start += n
