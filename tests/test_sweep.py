@@ -34,7 +34,7 @@ def make_run(root, name, seed, centre, ten=None, ten_epoch=3, epochs_logged=3, *
         f.write('{"epoch": 9, "val_to')  # a line cut by a kill mid-write is left out
     if ten is not None:
         ev = {"top1_error": ten[0], "top5_error": ten[1], "split": "val", "views": 10, "images": 500,
-              "checkpoints": [{"path": os.path.join(run, "checkpoint.pt"), "epoch": ten_epoch, "step": 0}]}
+              "checkpoints": [{"path": os.path.join(run, "checkpoint.pt"), "epochs_done": ten_epoch, "steps_done": 0}]}
         with open(os.path.join(run, "eval_val.json"), "w") as f:
             json.dump(ev, f)
         with open(os.path.join(run, "eval_centre.json"), "w") as f:  # one view: not the ten-view result
@@ -154,7 +154,7 @@ def test_a_folder_that_is_not_a_run_is_one_clear_line(runs, tmp_path):
 def test_baselines_eval_file_counts_and_a_broken_one_is_reported(tmp_path):
     run = make_run(str(tmp_path), "base", 0, (0.7, 0.3), recipe="torchvision reference")
     with open(os.path.join(run, "eval_val_10view.json"), "w") as f:  # what paper_repro.baseline writes
-        json.dump({"epochs": 3, "images": 500, "top1_error": 0.65, "top5_error": 0.25, "views": 10}, f)
+        json.dump({"epochs_done": 3, "images": 500, "top1_error": 0.65, "top5_error": 0.25, "views": 10}, f)
     with open(os.path.join(run, "eval_x.json"), "w") as f:
         f.write("{not json")
     r = read_run(run)

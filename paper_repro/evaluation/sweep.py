@@ -80,8 +80,8 @@ def _ten_view(run, warnings):
         ckpts = e.get("checkpoints") or []
         if e.get("split", "val") != "val" or e["views"] != 10 or len(ckpts) > 1:
             continue  # another split, the centre patch only, or an ensemble: not this run's ten-view error
-        # evaluate names the checkpoint's epoch; paper_repro.baseline's own file (val only) says "epochs"
-        epoch = ckpts[0].get("epoch") if ckpts and isinstance(ckpts[0], dict) else e.get("epochs")
+        # evaluate gives each checkpoint's "epochs_done"; paper_repro.baseline's own file (val only) its run's
+        epoch = ckpts[0].get("epochs_done") if ckpts and isinstance(ckpts[0], dict) else e.get("epochs_done")
         found.append((e["top1_error"], e["top5_error"], epoch, path))
     return max(found, key=lambda t: (t[2] or 0, t[3])) if found else None
 
