@@ -12,7 +12,7 @@ def get_args_parser():
     """The command-line options."""
     p = argparse.ArgumentParser(prog=PROG, description="Figure 1 of the paper from two training runs "
                                 "(--config cifar10_fig1_relu and cifar10_fig1_tanh): the epochs each needs to reach "
-                                "25 %% training error, their ratio, and the figure.")
+                                "25 % training error, their ratio, and the figure.")
     p.add_argument("--relu", required=True, help="RUN folder of the ReLU net (its log.jsonl is read)")
     p.add_argument("--tanh", required=True, help="RUN folder of the tanh net")
     p.add_argument("--target", type=float, default=0.25, help="training error to reach (default: %(default)s)")
