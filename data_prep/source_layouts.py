@@ -39,11 +39,21 @@ def detect_format(source, year):
 
 
 def plan(source, source_format, year):
-    """The SourcePlan of `source` in its `source_format`."""
-    planners = {"ilsvrc-archives": lambda: plan_archives(source, year), "tiny-imagenet": lambda: plan_tiny_imagenet(source),
-                "cifar-python": lambda: plan_cifar_python(source), "cifar-folders": lambda: plan_cifar_folders(source)}
-    source_plan = planners.get(source_format, lambda: plan_folders(source))()
+    """The SourcePlan of `source` in its `source_format`; a SourceError if it has fewer than two classes."""
+    source_plan = _plan_layout(source, source_format, year)
     if len(source_plan.classes) < 2:  # one class: every answer right, nothing learnt, a store not worth building
         raise SourceError(f"{source}: its training set has one class ({source_plan.classes[0]}); a classifier needs at "
                           f"least two: put each class's training images in a folder of its own beside it")
     return source_plan
+
+
+def _plan_layout(source, source_format, year):
+    if source_format == "ilsvrc-archives":
+        return plan_archives(source, year)
+    if source_format == "tiny-imagenet":
+        return plan_tiny_imagenet(source)
+    if source_format == "cifar-python":
+        return plan_cifar_python(source)
+    if source_format == "cifar-folders":
+        return plan_cifar_folders(source)
+    return plan_folders(source)

@@ -112,11 +112,10 @@ def _agree_on_run(args, rank):
 
 def _open_store(args):
     try:
-        stores = (ImageNetStore(args.data, "train"), ImageNetStore(args.data, getattr(args, "val_split", "val")),
-                  load_stats(args.data))
+        return (ImageNetStore(args.data, "train"), ImageNetStore(args.data, getattr(args, "val_split", "val")),
+                load_stats(args.data))
     except (ValueError, OSError) as e:
         raise cli.UsageError(str(e)) from None
-    return stores
 
 
 def _restore(state, model, optimizer, args, rank, num_classes, train_images):

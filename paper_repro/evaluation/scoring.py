@@ -77,8 +77,8 @@ def _cutter(key, mean_image, views):
 
 # On the CPU a batch's ten views (1,280 patches) go through the net this many at a time: the
 # activations of 128 patches stay in cache between layers, those of 1,280 do not, and the whole
-# forward was 1.3-1.6x slower at once (width 0.5, 2 threads; results/benchmarks.md). The logits are
-# the same bits either way. A GPU takes the whole batch.
+# forward was 1.2-1.6x slower at once (width 0.5, 2 threads, a loaded machine; results/benchmarks.md).
+# Pieces of 256 gave bitwise the logits of one call there; the tests allow 1e-5. A GPU takes the whole batch.
 CPU_PIECE = 128
 
 
