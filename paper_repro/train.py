@@ -304,6 +304,9 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
                               show_progress=args.progress and main_process)
         val_seconds.append(time.perf_counter() - val_started)
         record = _epoch_record(state, val, device, steps=len(train_loader))
+        target = getattr(args, "stop_at_train_error", None)
+        record["reached_target"] = target is not None and record["train_top1_error"] <= target
+        record["stopped"] = record["stopped"] or record["reached_target"]
         state.next_epoch(len(train_loader))
         state.finished = record["stopped"]
         apply_learning_rates(optimizer, state.schedule, args.lr, args.bias_lr_fixed)
@@ -349,7 +352,8 @@ def _epoch_line(record, args, epoch_seconds):
             f"{format_duration(epoch_seconds[-1])}"
             + remaining
             + (" | lr /10" if record["lr_dropped"] else "")
-            + (f" | stop: {args.lr_max_drops} drops done" if record["stopped"] else ""))
+            + (f" | stop: training error at most {args.stop_at_train_error:g}" if record.get("reached_target")
+               else f" | stop: {args.lr_max_drops} drops done" if record["stopped"] else ""))
 
 
 def run_cli(argv=None):

@@ -1,6 +1,8 @@
-"""PaperSGD against the paper's update written out, across a learning-rate drop."""
+"""PaperSGD against the paper's update written out, across a learning-rate drop; --optimizer adam against Adam's."""
+import copy
 import io
 
+import pytest
 import torch
 
 from paper_repro.training.optim import PaperSGD
@@ -94,3 +96,48 @@ def test_state_dict_round_trip_continues_exactly():
         opt2.step()
     for p, q in zip(params, params2):
         assert torch.equal(p, q)
+
+
+def test_adam_is_keras_adam_and_its_state_survives_a_checkpoint():
+    """--optimizer adam: one step equals Adam's formula with Keras' eps; saved and loaded state continues exactly."""
+    from argparse import Namespace
+
+    from paper_repro.training.build import make_optimizer
+    from paper_repro.training.run_state import load_optimizer_state, optimizer_state
+
+    settings = Namespace(optimizer="adam", lr=0.001, weight_decay=0.0, bias_lr_mult=1.0, bias_decay=True,
+                         momentum=0.9)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+
+    def step(model, opt):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    opt = make_optimizer(net, settings)
+    before = [p.detach().clone() for p in net.parameters()]
+    step(net, opt)
+    for w0, p in zip(before, net.parameters()):
+        g = p.grad
+        m, v = 0.1 * g, 0.001 * g * g  # the first moments after one step: (1 - beta) x
+        expected = w0 - 0.001 * (m / 0.1) / ((v / 0.001).sqrt() + 1e-7)
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-7)
+    step(net, opt)
+    saved, weights = optimizer_state(net, opt), copy.deepcopy(net.state_dict())
+    assert saved["step"] == 2 and set(saved) == {"exp_avg", "exp_avg_sq", "step", "param_groups"}
+    step(net, opt)
+    step(net, opt)
+    again = copy.deepcopy(net)
+    again.load_state_dict(weights)
+    opt_again = make_optimizer(again, settings)
+    load_optimizer_state(again, opt_again, saved)
+    step(again, opt_again)
+    step(again, opt_again)
+    for a, b in zip(net.parameters(), again.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="^the checkpoint holds adam's state and this run's optimizer is paper-sgd: "
+                                         "resume it with --optimizer adam$"):
+        load_optimizer_state(again, make_optimizer(again, Namespace(**{**vars(settings), "optimizer": "paper-sgd"})),
+                             saved)

@@ -37,6 +37,8 @@ RECIPE = {
     "bias_lr_mult": (2.0, 1.0, "biases' learning rate / the weights'", "layer-params-145.cfg: epsB 0.02"),
     "bias_lr_fixed": (True, False, "biases' learning rate never lowered",
                       "layer-params-145.cfg ends with epsB 0.02 (conv1's 0 when frozen)"),
+    "optimizer": ("paper-sgd", "paper-sgd", "optimiser",
+                  "section 5: SGD with momentum, weight decay inside the velocity (the authors' update)"),
     "momentum": (0.9, 0.9, "momentum", "section 5; momW, momB 0.9"),
     "weight_decay": (0.0005, 0.0005, "weight decay", "section 5; wc 0.0005"),
     "bias_decay": (False, True, "weight decay on biases", "the code passes wc 0 for biases; section 5's rule is for w"),

@@ -29,6 +29,28 @@ def read_errors(run):
     return sorted(rows)
 
 
+def read_lr(run):
+    """The run's initial learning rate (RUN/config.json's lr), or None if the file has none."""
+    try:
+        with open(os.path.join(run, "config.json")) as f:
+            lr = json.load(f).get("lr")
+    except (OSError, ValueError):
+        return None
+    return float(lr) if isinstance(lr, (int, float)) else None
+
+
+def fastest(runs, target):
+    """Index of the run that reaches `target` in the fewest epochs (none reaching it: the lowest error).
+
+    runs: [[(epoch, error)]] of one unit at several learning rates, the paper's choice ("the learning
+    rates for each network were chosen independently to make training as fast as possible").
+    """
+    def key(i):
+        reached = epochs_to(runs[i], target)
+        return (reached is None, reached or 0, min(e for _, e in runs[i]), i)
+    return min(range(len(runs)), key=key)
+
+
 def epochs_to(errors, target):
     """The first epoch whose training error is at or below `target` (None if none is)."""
     return next((epoch for epoch, e in errors if e <= target), None)

@@ -27,10 +27,18 @@ def make_schedule(args):
                            max_drops=args.lr_max_drops)
 
 
+# Keras' Adam defaults (the CIFAR-10 tutorial's optimiser); torch's eps is 1e-8
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-7
+
+
 def make_optimizer(model, args):
-    """PaperSGD over one group per layer and kind: biases at bias_lr_mult x the rate, decayed only with bias_decay."""
-    return PaperSGD(param_groups(model, args.weight_decay, args.bias_lr_mult, args.bias_decay), lr=args.lr,
-                    momentum=args.momentum, weight_decay=args.weight_decay)
+    """PaperSGD (or --optimizer adam) over one group per layer and kind: biases at bias_lr_mult x the rate."""
+    groups = param_groups(model, args.weight_decay, args.bias_lr_mult, args.bias_decay)
+    if getattr(args, "optimizer", "paper-sgd") == "adam":
+        # weight decay as the tutorial's L2 term: added to the gradient before the moments (not AdamW)
+        return torch.optim.Adam(groups, lr=args.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=args.weight_decay,
+                                foreach=True)
+    return PaperSGD(groups, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
 
 
 def init_stds(model, scaling):

@@ -63,36 +63,69 @@ def set_rng_state(state, cuda=torch.cuda):
     random.setstate((py["version"], tuple(int(x) for x in py["state"]), py["gauss"]))
 
 
-def _velocities(model, optimizer):
-    """(params, velocities): a parameter without state yet has velocity zero (PaperSGD's start)."""
-    params = list(model.parameters())
-    return params, [optimizer.state[p].get("velocity", torch.zeros_like(p)) for p in params]
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
-def optimizer_state(model, optimizer):
-    """The velocities as a canonical state_dict (layout-free: resume may change --gpus) plus the hyperparameters."""
-    # The model's state_dict hooks know the canonical layout: put the velocities in the parameters'
+def _canonical(model, tensors):
+    """Per-parameter `tensors` (model.parameters() order) as a canonical state_dict (layout-free: resume may
+    change --gpus)."""
+    # The model's state_dict hooks know the canonical layout: put the tensors in the parameters'
     # place for one state_dict() call, then put the weights back.
-    params, velocities = _velocities(model, optimizer)
+    params = list(model.parameters())
     weights = [p.data for p in params]
     try:
-        for p, v in zip(params, velocities):
-            p.data = v
-        velocity = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        for p, t in zip(params, tensors):
+            p.data = t
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     finally:
         for p, w in zip(params, weights):
             p.data = w
+
+
+def _per_parameter(model, canonical):
+    """The inverse of _canonical: [tensor per parameter, in model.parameters() order]."""
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(canonical)
+    out = [p.detach().clone() for p in model.parameters()]
+    model.load_state_dict(weights)
+    return out
+
+
+def optimizer_state(model, optimizer):
+    """The optimizer's per-parameter state as canonical state_dicts, plus the hyperparameters.
+
+    PaperSGD: {"velocity"}; Adam: {"exp_avg", "exp_avg_sq", "step"} (one step count: every parameter
+    steps together). A parameter without state yet has zeros (either optimiser's start).
+    """
+    params = list(model.parameters())
     hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    if isinstance(optimizer, torch.optim.Adam):
+        out = {key: _canonical(model, [optimizer.state[p].get(key, torch.zeros_like(p)) for p in params])
+               for key in ADAM_MOMENTS}
+        steps = {int(optimizer.state[p]["step"]) for p in params if "step" in optimizer.state[p]}
+        if len(steps) > 1:
+            raise ValueError(f"Adam's parameters stand at different step counts {sorted(steps)}: cannot save one")
+        return {**out, "step": steps.pop() if steps else 0, "param_groups": hyper}
+    velocity = _canonical(model, [optimizer.state[p].get("velocity", torch.zeros_like(p)) for p in params])
     return {"velocity": velocity, "param_groups": hyper}
 
 
 def load_optimizer_state(model, optimizer, state):
     """Restore what optimizer_state() returned into `optimizer` over `model`."""
-    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(state["velocity"])
-    for p in model.parameters():
-        optimizer.state[p]["velocity"] = p.detach().clone()
-    model.load_state_dict(weights)
+    adam = isinstance(optimizer, torch.optim.Adam)
+    saved, wanted = "adam" if "exp_avg" in state else "paper-sgd", "adam" if adam else "paper-sgd"
+    if saved != wanted:
+        raise ValueError(f"the checkpoint holds {saved}'s state and this run's optimizer is {wanted}: "
+                         f"resume it with --optimizer {saved}")
+    params = list(model.parameters())
+    if adam:
+        moments = {key: _per_parameter(model, state[key]) for key in ADAM_MOMENTS}
+        for i, p in enumerate(params):
+            optimizer.state[p].update({key: moments[key][i] for key in ADAM_MOMENTS})
+            optimizer.state[p]["step"] = torch.tensor(float(state["step"]))
+    else:
+        for p, v in zip(params, _per_parameter(model, state["velocity"])):
+            optimizer.state[p]["velocity"] = v
     # A checkpoint from before the per-layer groups holds one group: its hyperparameters are the
     # run's settings, which the caller applies again (the learning rates come from the schedule).
     if len(state["param_groups"]) == len(optimizer.param_groups):

@@ -114,6 +114,10 @@ def get_args_parser(add_help=True):
                    help=f"initial learning rate (> 0); default: {PAPER['lr']} x batch-size / {PAPER['batch_size']} "
                         f"(the paper's {PAPER['lr']} at its batch of {PAPER['batch_size']}; the linear scaling rule "
                         f"at other batch sizes)")
+    g.add_argument("--optimizer", choices=("paper-sgd", "adam"), default=PAPER["optimizer"],
+                   help="paper-sgd: the paper's update (momentum, weight decay inside the velocity); adam: Adam with "
+                        "Keras' defaults (betas 0.9, 0.999, eps 1e-7; --weight-decay as an L2 term, --momentum "
+                        "unused), the CIFAR-10 tutorial's optimiser (--config cifar10_tutorial_adam)")
     g.add_argument("--momentum", type=float, default=PAPER["momentum"], help="momentum of the velocity, in [0, 1)")
     g.add_argument("--weight-decay", type=float, default=PAPER["weight_decay"],
                    help="weight decay inside the velocity update (>= 0)")
@@ -132,6 +136,9 @@ def get_args_parser(add_help=True):
     g.add_argument("--lr-max-drops", type=_nonnegative_int, default=PAPER["lr_max_drops"],
                    help="plateau: drops before the final stop")
     g.add_argument("--lr-drop-epochs", default="30,60,80", help="step: comma-separated epochs after which lr /= 10")
+    g.add_argument("--stop-at-train-error", type=float, default=None, metavar="E",
+                   help="stop after the first epoch whose training top-1 error (a fraction) is at most E, e.g. 0.25 "
+                        "for Figure 1's learning-rate search (default: never)")
 
     g = p.add_argument_group("the released 2012 code against the paper's text (each difference a flag)")
     g.add_argument("--recipe", choices=RECIPES, default=DEFAULT_RECIPE,
@@ -344,6 +351,9 @@ def check_values(args):
         ("lr_threshold", finite(args.lr_threshold) and args.lr_threshold >= 0, "a number >= 0"),
         ("batch_size", isinstance(args.batch_size, int) and args.batch_size >= 1, "an integer >= 1"),
         ("epochs", isinstance(args.epochs, int) and args.epochs >= 1, "an integer >= 1"),
+        ("stop_at_train_error", args.stop_at_train_error is None or (finite(args.stop_at_train_error)
+                                                                      and 0 < args.stop_at_train_error < 1),
+         "a fraction in (0, 1), such as 0.25"),
     )
     for key, ok, allowed in rules:
         if not ok:

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Issue 17, section 3.3: cuda-convnet's conv-local nets without (13pct) and with (11pct) response
+# normalisation, SEEDS seeds each, on a shortened schedule of the files' methodology (EPOCHS epochs, epsW /10
+# after each epoch in DROPS; the methodology: 160 and 520 epochs), each scored with the cropped provider's
+# ten views on the test split, then one table (python -m paper_repro.sweep, seeds pooled, the 13pct net as
+# the reference). JOBS runs at a time, THREADS torch threads each.
+# Usage: results/cifar10/section33.sh STORE RUNS_DIR SWEEP_DIR
+# Rerunnable: a finished run is skipped (--auto-resume finds its checkpoint and has nothing left to do).
+set -euo pipefail
+STORE=$1 RUNS=$2 SWEEP=$3
+EPOCHS=${EPOCHS:-20} DROPS=${DROPS:-14,17} SEEDS=${SEEDS:-"0 1"} JOBS=${JOBS:-2} THREADS=${THREADS:-1}
+mkdir -p "$RUNS"
+for seed in $SEEDS; do
+  for config in cifar10_conv_local cifar10_conv_local_rnorm; do echo "$config $seed"; done
+done | xargs -P "$JOBS" -L 1 bash -c '
+  run='"$RUNS"'/$0_s$1
+  echo "$(date -u +%H:%M:%S) start $run"
+  export OMP_NUM_THREADS='"$THREADS"'
+  python -m paper_repro.train --data '"$STORE"' --config $0 --seed $1 --epochs '"$EPOCHS"' \
+    --lr-drop-epochs '"$DROPS"' --out "$run" --auto-resume --no-progress > "$run.log" 2>&1
+  [ -f "$run/eval.json" ] || python -m paper_repro.evaluate --data '"$STORE"' --split test --gpus cpu \
+    --checkpoint "$run/checkpoint.pt" --json "$run/eval.json" --no-progress > "$run.eval.log" 2>&1
+  echo "$(date -u +%H:%M:%S) done  $run: $(tail -n 1 "$run.eval.log")"'
+python -m paper_repro.sweep --runs "$RUNS"/cifar10_conv_local*_s[0-9] --reference "$RUNS/cifar10_conv_local_s0" \
+  --out "$SWEEP"
