@@ -177,7 +177,10 @@ def end_line(args, state, record, seconds, resumed=False):
     """The run's last line: where it stands, its final errors, its wall time, the commands that come next."""
     out, data = shlex.quote(args.out), shlex.quote(args.data)
     eval_json = shlex.quote(os.path.join(args.out, "eval.json"))
-    why = f" (the schedule's {args.lr_max_drops} drops are spent)" if state.finished else ""
+    why = ""
+    if state.finished:
+        why = (f" (training error at most {args.stop_at_train_error:g})" if record and record.get("reached_target")
+               else f" (the schedule's {args.lr_max_drops} drops are spent)")
     split = "" if getattr(args, "val_split", "val") == "val" else f" --split {args.val_split}"  # CIFAR-10: test
     errors = ""
     if record:

@@ -137,7 +137,9 @@ def test_a_run_stops_at_its_training_error_target(cifar_store, tmp_path, capsys)
     run = tmp_path / "run"
     record = _train(cifar_store, run, "--config", "cifar10_fig1_relu", "--epochs", "3", "--stop-at-train-error", "0.99")
     assert [r["epoch"] for r in _log(run)] == [1] and record["reached_target"] and record["stopped"]
-    assert " | stop: training error at most 0.99\n" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert " | stop: training error at most 0.99\n" in out
+    assert f"train {run}: done after epoch 1 (training error at most 0.99) (epochs done: 1, " in out
     assert load_checkpoint(run / "checkpoint.pt")["finished"]
     with pytest.raises(UsageError, match=r"^--stop-at-train-error 25.0: must be a fraction in \(0, 1\), such as 0.25$"):
         _train(cifar_store, tmp_path / "b", "--config", "cifar10_fig1_relu", "--stop-at-train-error", "25")
