@@ -114,13 +114,13 @@ def get_args_parser(add_help=True):
                    help=f"initial learning rate (> 0); default: {PAPER['lr']} x batch-size / {PAPER['batch_size']} "
                         f"(the paper's {PAPER['lr']} at its batch of {PAPER['batch_size']}; the linear scaling rule "
                         f"at other batch sizes)")
+    g.add_argument("--momentum", type=float, default=PAPER["momentum"], help="momentum of the velocity, in [0, 1)")
+    g.add_argument("--weight-decay", type=float, default=PAPER["weight_decay"],
+                   help="weight decay inside the velocity update (>= 0)")
     g.add_argument("--optimizer", choices=("paper-sgd", "adam"), default=PAPER["optimizer"],
                    help="paper-sgd: the paper's update (momentum, weight decay inside the velocity); adam: Adam with "
                         "Keras' defaults (betas 0.9, 0.999, eps 1e-7; --weight-decay as an L2 term, --momentum "
                         "unused), the CIFAR-10 tutorial's optimiser (--config cifar10_tutorial_adam)")
-    g.add_argument("--momentum", type=float, default=PAPER["momentum"], help="momentum of the velocity, in [0, 1)")
-    g.add_argument("--weight-decay", type=float, default=PAPER["weight_decay"],
-                   help="weight decay inside the velocity update (>= 0)")
     g.add_argument("--lr-schedule", choices=("released", "released-2010", "plateau", "step"),
                    default=PAPER["lr_schedule"],
                    help="released: the authors' hand-written 2012 schedule (layer-params-145.cfg: /10 after epochs "
