@@ -17,7 +17,7 @@ BASE = {"lr": 0.01, "lrn": "code", "pooling": "overlapping", "dropout": 0.5, "ep
         "model_config": {"lrn": "code", "width": 0.25, "num_classes": 10}, "num_classes": 10}
 
 
-def make_run(root, name, seed, centre, ten=None, ten_epoch=3, epochs_logged=3, **changes):
+def make_run(root, name, seed, centre, ten=None, ten_epoch=3, epochs_logged=3, split="val", **changes):
     """A run folder by hand: config.json (BASE + changes, its own seed/out/devices), log.jsonl, eval JSON."""
     run = os.path.join(root, name)
     os.makedirs(run)
@@ -33,7 +33,7 @@ def make_run(root, name, seed, centre, ten=None, ten_epoch=3, epochs_logged=3, *
             f.write(json.dumps({"epoch": e, "val_top1_error": t1, "val_top5_error": t5, "lr": 0.01}) + "\n")
         f.write('{"epoch": 9, "val_to')  # a line cut by a kill mid-write is left out
     if ten is not None:
-        ev = {"top1_error": ten[0], "top5_error": ten[1], "split": "val", "views": 10, "images": 500,
+        ev = {"top1_error": ten[0], "top5_error": ten[1], "split": split, "views": 10, "images": 500,
               "checkpoints": [{"path": os.path.join(run, "checkpoint.pt"), "epochs_done": ten_epoch, "steps_done": 0}]}
         with open(os.path.join(run, "eval_val.json"), "w") as f:
             json.dump(ev, f)
@@ -125,6 +125,13 @@ def test_ignored_keys_and_ignore_flag(tmp_path):
     assert len(sweep([a, b])["groups"]) == 2  # a longer schedule is another setting
     one = sweep([a, b], ignore=["epochs"])["groups"]
     assert len(one) == 1 and one[0]["top1"]["mean"] == pytest.approx(0.65)
+
+
+def test_a_run_that_validates_on_test_is_scored_by_its_test_evaluation(tmp_path):
+    cifar = make_run(str(tmp_path), "c", 0, (0.3, 0.02), ten=(0.25, 0.015), split="test", val_split="test")
+    assert read_run(cifar)["results"][TEN_VIEW] == (0.25, 0.015)  # a CIFAR-10 run: its val split is test
+    other = make_run(str(tmp_path), "o", 0, (0.3, 0.02), ten=(0.25, 0.015), split="test")
+    assert TEN_VIEW not in read_run(other)["results"]  # an ImageNet run's test evaluation is not its val error
 
 
 def test_a_stale_ten_view_result_is_not_used(tmp_path):

@@ -64,8 +64,11 @@ def _read_log(path):
     return [e for e in log if isinstance(e, dict)]
 
 
-def _ten_view(run, warnings):
-    """(top-1, top-5, epoch, file) of RUN's newest one-net ten-view val evaluation, or None."""
+def _ten_view(run, warnings, split="val"):
+    """(top-1, top-5, epoch, file) of RUN's newest one-net ten-view evaluation of `split`, or None.
+
+    split: the run's own validation split (config.json's val_split: a CIFAR-10 run validates on test).
+    """
     found = []
     for path in sorted(glob.glob(os.path.join(run, "eval*.json"))):
         try:
@@ -78,7 +81,7 @@ def _ten_view(run, warnings):
             warnings.append(f"{path}: not a python -m paper_repro.evaluate --json result; skipped")
             continue
         ckpts = e.get("checkpoints") or []
-        if e.get("split", "val") != "val" or e["views"] != 10 or len(ckpts) > 1:
+        if e.get("split", "val") != split or e["views"] != 10 or len(ckpts) > 1:
             continue  # another split, the centre patch only, or an ensemble: not this run's ten-view error
         # evaluate gives each checkpoint's "epochs_done"; paper_repro.baseline's own file (val only) its run's
         epoch = ckpts[0].get("epochs_done") if ckpts and isinstance(ckpts[0], dict) else e.get("epochs_done")
@@ -111,7 +114,7 @@ def read_run(run, ignore=()):
         last = log[-1]
         results[CENTRE] = (last["val_top1_error"], last.get("val_top5_error"))
         epoch[CENTRE] = last.get("epoch", len(log))
-    ten = _ten_view(run, warnings)
+    ten = _ten_view(run, warnings, config.get("val_split", "val"))
     if ten and log and ten[2] is not None and ten[2] < epoch[CENTRE]:
         warnings.append(f"{ten[3]}: ten-view errors of epoch {ten[2]}, but log.jsonl reaches epoch {epoch[CENTRE]}; "
                         f"using the centre errors of epoch {epoch[CENTRE]} (evaluate the last checkpoint)")
