@@ -39,15 +39,15 @@ def _line(name, s, target):
 def _pick(name, runs, target):
     """The unit's fastest run's errors; print the search when there is one."""
     errors = [checked(read_errors, run) for run in runs]
+    found = [{"run": run, "lr": read_lr(run), "epochs_to_target": epochs_to(e, target)} for run, e in zip(runs, errors)]
     best = fastest(errors, target)
     if len(runs) > 1:
-        for i, (run, e) in enumerate(zip(runs, errors)):
-            reached = epochs_to(e, target)
+        for i, (f, e) in enumerate(zip(found, errors)):
+            reached = f["epochs_to_target"]
             what = (f"{100 * target:g} % after epoch {reached}" if reached else
                     f"not {100 * target:g} % in {len(e)} epochs (lowest {min(v for _, v in e):.3f})")
-            print(f"{name} lr {read_lr(run)}: {what}  ({run}){'  <- fastest' * (i == best)}")
-    return errors[best], {"runs": [{"run": run, "lr": read_lr(run), "epochs_to_target": epochs_to(e, target)}
-                                   for run, e in zip(runs, errors)], "chosen": runs[best], "lr": read_lr(runs[best])}
+            print(f"{name} lr {f['lr']}: {what}  ({f['run']}){'  <- fastest' * (i == best)}")
+    return errors[best], {"runs": found, "chosen": runs[best], "lr": found[best]["lr"]}
 
 
 def main(argv=None):
