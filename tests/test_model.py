@@ -644,11 +644,17 @@ def lrn_window_formula(x, groups, alpha, size):
     return torch.stack(out, 1)
 
 
+LAYOUTS = pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last],
+                                  ids=["nchw-taps", "channels_last-band-gemm"])
+
+
 @pytest.mark.parametrize("size", [3, 4, 5, 6])
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("convention", ["code", "paper"])
-def test_lrn_any_window_size_matches_its_formula(size, groups, convention):
+@LAYOUTS
+def test_lrn_any_window_size_matches_its_formula(size, groups, convention, layout):
     x = torch.randn(2, 12, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(size)) * 60
+    x = x.contiguous(memory_format=layout)
     scale = 1e-4 / size if convention == "code" else 1e-4
     got = local_response_norm(x, size=size, convention=convention, groups=groups)
     torch.testing.assert_close(got, lrn_window_formula(x, groups, scale, size), rtol=1e-12, atol=0)
@@ -677,10 +683,12 @@ def test_lrn_both_inverse_powers_match_the_formula(monkeypatch, chain):
 @pytest.mark.parametrize("size", [4, 5])
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("convention", ["code", "paper"])
-def test_lrn_gradcheck(size, groups, convention):
+@LAYOUTS
+def test_lrn_gradcheck(size, groups, convention, layout):
     # Activations in the hundreds, as after conv1: alpha' * sum is comparable to k, so the
     # cross-channel term of the gradient is large and a wrong window or sign would show.
     x = (torch.randn(2, 8, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 100)
+    x = x.contiguous(memory_format=layout)
     x.requires_grad_(True)
     assert torch.autograd.gradcheck(
         lambda t: local_response_norm(t, size=size, convention=convention, groups=groups), (x,))
@@ -688,9 +696,11 @@ def test_lrn_gradcheck(size, groups, convention):
 
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("convention,alpha", [("code", 1e-4 / 5), ("paper", 1e-4)])
-def test_lrn_gradient_equals_autograd_through_the_formula(groups, convention, alpha):
+@LAYOUTS
+def test_lrn_gradient_equals_autograd_through_the_formula(groups, convention, alpha, layout):
     x = torch.relu(torch.randn(2, 12, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))) * 60
     g = torch.randn(2, 12, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x, g = x.contiguous(memory_format=layout), g.contiguous(memory_format=layout)
     x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     local_response_norm(x1, convention=convention, groups=groups).backward(g)
     lrn_formula(x2, groups, alpha).backward(g)
@@ -738,6 +748,24 @@ def test_lrn_with_its_relu_is_relu_then_lrn_bit_for_bit(monkeypatch, chunk_bytes
     apart.backward(g)
     assert torch.equal(fused, apart) and torch.equal(x1.grad, x2.grad)
     assert (x1.grad[x <= 0] == 0).all() and (x1.grad[x > 0] != 0).any()
+
+
+def test_lrn_window_sums_are_gemms_exactly_for_narrow_channels_last_cpu_maps(monkeypatch):
+    gemms = []
+    real_addmm = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: gemms.append(a[1].shape) or real_addmm(*a, **k))
+    for shape, layout, want in [((3, 24, 5, 5), torch.channels_last, [(75, 24)]),
+                                ((3, 24, 5, 5), torch.contiguous_format, []),  # NCHW: slices are whole planes
+                                ((1, 98, 2, 2), torch.channels_last, [])]:     # over BAND_GEMM_MAX_CHANNELS
+        gemms.clear()
+        x = torch.rand(shape).contiguous(memory_format=layout) * 100
+        y = local_response_norm(x, groups=2)
+        assert gemms == want, (shape, layout)
+        torch.testing.assert_close(y, lrn_formula(x.double(), 2, 1e-4 / 5).float(), rtol=3e-7, atol=0)
+    band = lrn_mod._band(torch.empty(1, 8, 1, 1), 5, 2)  # two groups of four: the window never crosses
+    assert band.tolist() == [[1, 1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0, 0, 0],
+                             [0, 1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 0], [0, 0, 0, 0, 1, 1, 1, 1],
+                             [0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1, 1, 1]]
 
 
 def test_lrn_cpu_chunks_hold_about_cpu_chunk_bytes_each():
@@ -914,3 +942,16 @@ def test_cuda_devices_without_cuda_fail_clearly():
         AlexNet()
     assert str(info.value) == ("AlexNet: device 'cuda:0' requested but CUDA is not available; "
                                "pass devices=('cpu',)")
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+def test_conv1_padding_is_zeropad2d_values_layout_and_gradient(layout):
+    from paper_repro.nets.alexnet import PadRightBottom
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64).contiguous(memory_format=layout)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    got, want = PadRightBottom(3)(x1), torch.nn.ZeroPad2d((0, 3, 0, 3))(x2)
+    assert torch.equal(got, want) and got.is_contiguous(memory_format=torch.channels_last)  # the CPU net's layout
+    g = torch.randn(want.shape, dtype=torch.float64)
+    got.backward(g)
+    want.backward(g)
+    assert torch.equal(x1.grad, x2.grad)

@@ -201,6 +201,34 @@ def test_damaged_raw_shard_stops_the_loader_naming_shard_and_image(pair, tmp_pat
     assert "mmap length is greater than file size" in str(e.value)
 
 
+def test_raw_batches_read_by_preadv_or_from_the_map_are_the_images(pair, tmp_path):
+    from paper_repro.data.raw import empty_batch
+    _, raw_root, _ = pair
+    store = ImageNetStore(raw_root, "train")
+    order = np.array([5, 6, 7, 0, 11, 3, 4, 2])  # runs within a shard and jumps between shards
+    planar = store.read_batch(order, empty_batch(len(order), store.image_shape))  # preadv into the planar buffer
+    hwc = store.read_batch(order, np.empty((len(order), *store.image_shape), np.uint8))  # copies from the map
+    want = np.stack([store[int(i)][0] for i in order])
+    assert np.array_equal(planar, want) and np.array_equal(hwc, want)
+    assert store._raw._files and all(k in store._raw._maps for k in store._raw._files)
+    # a shard cut short after it was opened: one line, naming the file and the rows
+    root = tmp_path / "s"
+    for rel, data in store_files(raw_root).items():
+        os.makedirs(os.path.dirname(root / rel), exist_ok=True)
+        (root / rel).write_bytes(data)
+    cut = ImageNetStore(str(root), "train")
+    last = int(np.flatnonzero(cut.shards == cut.shards[-1])[-1])
+    cut.read_batch([last])  # opens the shard
+    path = root / "train" / ("shard-%05d.npy" % cut.shards[last])
+    os.truncate(path, os.path.getsize(path) - 10)
+    with pytest.raises(ValueError) as e:
+        cut.read_batch([last], empty_batch(1, cut.image_shape))
+    row = int(cut._raw.rows[last])
+    assert str(e.value) == (f"{path}: rows {row}..{row} could not be read whole (196598 of 196608 bytes); "
+                            "the file changed after it was opened")
+    cut.close()
+
+
 # ---------------------------------------------------------------------------- small native images
 
 @dataclass

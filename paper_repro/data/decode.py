@@ -11,7 +11,8 @@ import re
 import warnings
 
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg
+
+from paper_repro.data.store import codecs
 
 IMAGE_SHAPE = (256, 256, 3)  # every store image (data_prep/image_recipe.SIZE, RGB)
 
@@ -25,7 +26,8 @@ def decode_batch(encoded, device="cpu"):
         # torchvision >= 0.29 flags its codecs as deprecated (moving to torchcodec); the decoder is unchanged
         warnings.simplefilter("ignore", DeprecationWarning)
         # A list, not one call per image: on a GPU, torchvision decodes a list in one nvJPEG batch.
-        images = decode_jpeg(list(encoded), mode=ImageReadMode.RGB, device=device)
+        io_ = codecs()
+        images = io_.decode_jpeg(list(encoded), mode=io_.ImageReadMode.RGB, device=device)
     for j, image in enumerate(images):
         if tuple(image.shape) != (IMAGE_SHAPE[2], *IMAGE_SHAPE[:2]):
             raise ValueError(f"image {j} of the batch decodes to {tuple(image.shape)}, not 3 x 256 x 256")

@@ -38,11 +38,11 @@ class RawShards:
         """shards, rows: the shard and the row of each image (index.npy's first two columns)."""
         self.folder, self.image_shape = folder, tuple(image_shape)
         self.shards, self.rows = np.asarray(shards, np.int64), np.asarray(rows, np.int64)
-        self._maps, self._pid = {}, None
+        self._maps, self._files, self._pid = {}, {}, None
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_maps"], state["_pid"] = {}, None  # memory maps are reopened by each process
+        state["_maps"], state["_files"], state["_pid"] = {}, {}, None  # maps and files are reopened by each process
         return state
 
     def path(self, k):
@@ -52,7 +52,7 @@ class RawShards:
     def array(self, k):
         """Shard k as a read-only memory-mapped uint8 [n, 3, H, W] array (opened once per process)."""
         if self._pid != os.getpid():
-            self._maps, self._pid = {}, os.getpid()
+            self._maps, self._files, self._pid = {}, {}, os.getpid()
         a = self._maps.get(k)
         if a is None:
             # np.load raises ValueError on a truncated file ("mmap length is greater than file size").
@@ -71,12 +71,25 @@ class RawShards:
             raise ValueError(f"{self.path(k)} has {len(a)} images; the index asks for row {r}")
         return np.ascontiguousarray(a[r].transpose(1, 2, 0))
 
+    def _file(self, k):
+        """(file descriptor, byte offset of row 0) of shard k, opened once per process after array(k) checked it."""
+        a = self.array(k)
+        f = self._files.get(k)
+        if f is None:
+            f = self._files[k] = (os.open(self.path(k), os.O_RDONLY), a.offset)
+        return f
+
     def gather(self, indices, out):
         """Copy images `indices` into `out` (uint8 [len(indices), H, W, 3], fastest as a permuted view of a planar
         buffer: empty_batch); runs of consecutive rows in one shard are copied as one slice."""
         indices = np.asarray(indices, np.int64)
         if len(indices) == 0:
             return out
+        # Into a planar buffer the rows are read with preadv, not copied from the memory map: reading a page
+        # through the map first faults it into this process (a minor fault per 4 KiB: 0.78 s against 0.23 s
+        # for an epoch of 9,025 images here), and every page so touched counts in the process's memory.
+        planar = out.transpose(0, 3, 1, 2)
+        direct = hasattr(os, "preadv") and planar.flags.c_contiguous and planar.flags.writeable
         k, r = self.shards[indices], self.rows[indices]
         # A run continues while the shard stays the same and the row goes up by one.
         breaks = np.flatnonzero((np.diff(k) != 0) | (np.diff(r) != 1)) + 1
@@ -87,12 +100,23 @@ class RawShards:
             lo, hi = int(r[s]), int(r[s]) + (e - s)
             if hi > len(a):
                 raise ValueError(f"{self.path(int(k[s]))} has {len(a)} images; the index asks for row {hi - 1}")
-            out[s:e] = a[lo:hi].transpose(0, 2, 3, 1)  # numpy copies in the order both share: planar
+            if direct:
+                fd, offset = self._file(int(k[s]))
+                buf = memoryview(planar[s:e]).cast("B")
+                got = os.preadv(fd, [buf], offset + lo * buf.nbytes // (e - s))
+                if got != buf.nbytes:
+                    raise ValueError(f"{self.path(int(k[s]))}: rows {lo}..{hi - 1} could not be read whole "
+                                     f"({got} of {buf.nbytes} bytes); the file changed after it was opened")
+            else:
+                out[s:e] = a[lo:hi].transpose(0, 2, 3, 1)  # numpy copies in the order both share: planar
         return out
 
     def close(self):
-        """Drop this process's memory maps."""
-        self._maps = {}
+        """Drop this process's memory maps and close its files."""
+        if self._pid == os.getpid():
+            for fd, _ in self._files.values():
+                os.close(fd)
+        self._maps, self._files = {}, {}
 
 
 def empty_batch(n, image_shape):

@@ -18,7 +18,6 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg, decode_png
 
 from paper_repro.data.class_names import class_words, names_known, short_names
 from paper_repro.data.raw import RAW, RawShards, empty_batch, store_format
@@ -30,6 +29,14 @@ SPLITS = ("train", "val", "test")
 def shard_name(k):
     """File name of data shard k of a split."""
     return "shard-%05d.bin" % k
+
+
+def codecs():
+    """torchvision.io, imported on first use: importing torchvision loads torch._dynamo (about 0.9 s here), which
+    a raw store, read without decoding, never needs. A JPEG store imports it when opened, so that forked
+    loader workers inherit it instead of each importing it again."""
+    import torchvision.io
+    return torchvision.io
 
 
 def _decode_pil(buf):
@@ -46,7 +53,8 @@ def _decode_jpeg(buf):
     with warnings.catch_warnings():
         # torchvision >= 0.29 flags its codecs as deprecated (moving to torchcodec); 0.26 does not
         warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_jpeg(data, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+        io_ = codecs()
+        return io_.decode_jpeg(data, mode=io_.ImageReadMode.RGB).permute(1, 2, 0).numpy()
 
 
 def _decode_png(buf):
@@ -54,7 +62,8 @@ def _decode_png(buf):
     data = torch.frombuffer(bytearray(buf), dtype=torch.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # as _decode_jpeg
-        return decode_png(data, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+        io_ = codecs()
+        return io_.decode_png(data, mode=io_.ImageReadMode.RGB).permute(1, 2, 0).numpy()
 
 
 def decode_image(buf):
@@ -118,6 +127,8 @@ class ImageNetStore:
         self._fds = {}
         self._pid = None
         self._raw = RawShards(folder, self.shards, self._offset, self.image_shape) if self.store_format == RAW else None
+        if self._raw is None:
+            codecs()  # before any loader worker forks (see codecs)
 
     def __len__(self):
         return len(self.labels)

@@ -117,6 +117,39 @@ def _split_groups(conv, x):
                       for xi, wi, bi in zip(x.chunk(conv.groups, 1), conv.weight.chunk(conv.groups), bias)], 1)
 
 
+class PadRightBottom(nn.Module):
+    """nn.ZeroPad2d((0, p, 0, p)) that writes the zeros only where they go; on the CPU into channels_last.
+
+    F.pad fills the whole output with zeros before copying the input over them, and the net then
+    copied the padded batch once more into channels_last (CPU_MEMORY_FORMAT). Here one copy from the
+    NCHW patches into the padded channels_last batch does both: 6.8 ms against 16.8 ms for batch 128
+    of 224 x 224, the whole step of the quarter-width net being about 300 ms.
+    """
+
+    def __init__(self, p):
+        """Pad p zero rows at the bottom and p zero columns at the right."""
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        """Return x with p zero rows below and p zero columns to its right."""
+        n, c, h, w = x.shape
+        if x.device.type == "cpu":
+            fmt = CPU_MEMORY_FORMAT
+        else:  # elsewhere the input's own layout, as F.pad keeps it
+            fmt = torch.channels_last if not x.is_contiguous() and x.is_contiguous(
+                memory_format=torch.channels_last) else torch.contiguous_format
+        out = torch.empty((n, c, h + self.p, w + self.p), dtype=x.dtype, device=x.device, memory_format=fmt)
+        out[:, :, :h, :w] = x
+        out[:, :, h:].zero_()
+        out[:, :, :h, w:].zero_()
+        return out
+
+    def extra_repr(self):
+        """The padding, as ZeroPad2d shows it."""
+        return f"(0, {self.p}, 0, {self.p})"
+
+
 def _make_layers(m, spec, parts, lrn, pool, input_size, dropout, lrn1_input, cnorm2, dropout_scaling):
     """Give `m` the layers conv1..fc7 of `spec` (canonical shapes), its 1/`parts` share of every output."""
     def split(name):
@@ -129,7 +162,7 @@ def _make_layers(m, spec, parts, lrn, pool, input_size, dropout, lrn1_input, cno
     lrn_groups = spec["conv2"][3] if parts == 1 else 1  # the one-device layout holds both columns
     # The authors' code took 224 crops and rounded conv1's output size up: the last filter row and
     # column hang 3 px over zeros at the bottom and right, i.e. zero padding (0, 3, 0, 3) -> 55.
-    m.pad1 = nn.ZeroPad2d((0, 3, 0, 3)) if input_size == 224 else nn.Identity()
+    m.pad1 = PadRightBottom(3) if input_size == 224 else nn.Identity()
     cin, cout, g = split("conv1")
     m.conv1 = nn.Conv2d(cin, cout, 11, stride=4, groups=g)                    # 55 x 55
     # The released code normalises conv1's linear output and applies the ReLU after pool1 (the same
@@ -350,7 +383,7 @@ class AlexNet(nn.Module):
     def _fc7(self, x):
         """Post-ReLU fc7 activations (N x 4096 at width 1) on devices[0], columns in order."""
         self._check_input(x)
-        if x.device.type == "cpu":
+        if x.device.type == "cpu" and self.input_size != 224:  # at 224 conv1's padding writes channels_last
             x = x.contiguous(memory_format=CPU_MEMORY_FORMAT)
         if not self.two_column:
             x = _conv3_conv5(self, _conv1_conv2(self, x))
