@@ -12,7 +12,7 @@ Every image: shorter side rescaled to 256 (area averaging when shrinking, bicubi
 as the authors' tool), central 256x256 crop, RGB, stored as JPEG (results/store_format.md).
 CIFAR-10 keeps its native 32x32 pixels, stored losslessly as PNG; its splits are train and test.
 Resumable: killed at any point, the same command finishes the job with the same bytes.
---format raw keeps the pixels instead (memory-mapped uint8 arrays); auto: raw if they fit in 8 GiB.
+--format raw keeps the pixels instead (uint8 arrays, read without decoding); auto: raw if they fit in 8 GiB.
 """
 import argparse
 import json

@@ -29,7 +29,7 @@ FORMATS = ("auto", RAW, "jpeg")
 # ILSVRC (1.33M, 244 GiB) are over it and stay JPEG (results/store_format.md).
 RAW_LIMIT_BYTES = 8 << 30
 GIB = float(1 << 30)
-FORMAT_HELP = (f"raw: the prepared pixels as uint8 N x 3 x H x W arrays (.npy, memory-mapped; nothing to decode "
+FORMAT_HELP = (f"raw: the prepared pixels as uint8 N x 3 x H x W arrays (.npy, read as they are; nothing to decode "
                f"when training; {SIZE * SIZE * 3 // 1024} KiB an image at {SIZE}x{SIZE}); jpeg: JPEG q{JPEG_QUALITY} "
                f"{JPEG_SUBSAMPLING} shards (several times smaller; decoded when read); auto: raw when all images' "
                f"pixels fit in {RAW_LIMIT_BYTES / GIB:.0f} GiB, so that the store stays in the page cache of a small "
@@ -95,7 +95,7 @@ def recorded_format(out):
 def format_line(settings, out):
     """The build summary's line: how the images are stored, and the disk the store takes."""
     size = sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(out) for n in names)
-    how = ("raw: uint8 pixel arrays, memory-mapped, no decoding" if store_format(settings) == RAW
+    how = ("raw: uint8 pixel arrays, read as they are, no decoding" if store_format(settings) == RAW
            else "jpeg: encoded shards, decoded when read")
     return f"  format {how}; {size / GIB:.3f} GiB on disk"
 

@@ -842,44 +842,6 @@ def test_bf16_autocast_stays_close_to_fp32():
     assert ((got.float() - want).norm() / want.norm()).item() < 0.03
 
 
-# ---------------------------------------------------------------- CPU-split grouped convolution
-
-
-def test_conv2_split_on_cpu_is_the_same_grouped_convolution(monkeypatch):
-    net = AlexNet(devices=ONE, **SMALL)
-    assert [getattr(net, n).split_on_cpu for n in ("conv2", "conv3", "conv4", "conv5")] == [True, False, False, False]
-    conv = net.conv2.double()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g, dtype=torch.float64))
-        conv.bias.copy_(torch.randn(conv.bias.shape, generator=g, dtype=torch.float64))
-    x = torch.randn(2, 12, 27, 27, generator=g, dtype=torch.float64, requires_grad=True)
-    calls = []
-    real = model_mod._split_groups
-    monkeypatch.setattr(model_mod, "_split_groups", lambda c, t: calls.append(1) or real(c, t))
-    got = conv(x)
-    assert calls == [1]  # the split path really ran
-    w, b = conv.weight.detach().clone().requires_grad_(True), conv.bias.detach().clone().requires_grad_(True)
-    x_ref = x.detach().clone().requires_grad_(True)
-    want = F.conv2d(x_ref, w, b, padding=2, groups=2)
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    r = torch.randn(want.shape, generator=g, dtype=torch.float64)
-    (got * r).sum().backward()
-    (want * r).sum().backward()
-    for mine, ref in ((x.grad, x_ref.grad), (conv.weight.grad, w.grad), (conv.bias.grad, b.grad)):
-        torch.testing.assert_close(mine, ref, rtol=1e-12, atol=1e-12)
-    assert list(dict(conv.named_parameters())) == ["weight", "bias"]
-
-
-def test_conv2_stays_grouped_off_the_cpu(monkeypatch):
-    def fail(conv, x):
-        raise AssertionError("split path taken off the CPU")
-
-    monkeypatch.setattr(model_mod, "_split_groups", fail)
-    conv = AlexNet(devices=ONE, **SMALL).conv2.to("meta")  # meta stands in for CUDA: any non-CPU device
-    assert conv(torch.empty(2, 12, 27, 27, device="meta")).shape == (2, 32, 27, 27)
-
-
 # ---------------------------------------------------------------- errors
 
 

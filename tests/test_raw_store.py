@@ -72,7 +72,7 @@ def test_auto_takes_raw_for_a_small_store_and_says_so_with_the_size_on_disk(pair
     text = capsys.readouterr().out
     assert f"building {out}: format raw (auto: 18 images x 256x256x3 uint8 = 0.00 GiB, under 8 GiB)\n" in text
     size = sum(len(b) for b in store_files(out).values())
-    assert f"  format raw: uint8 pixel arrays, memory-mapped, no decoding; {size / 2 ** 30:.3f} GiB on disk\n" in text
+    assert f"  format raw: uint8 pixel arrays, read as they are, no decoding; {size / 2 ** 30:.3f} GiB on disk\n" in text
     assert store_files(out) == store_files(raw_root)
     # a store keeps its format: auto again is a no-op, another format is refused in one line
     assert B.main(["--source", src, "--out", str(out), "--no-progress"]) == 0

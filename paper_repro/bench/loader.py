@@ -25,7 +25,7 @@ from paper_repro.training.host_memory import keep_freed_memory
 WHAT = {
     "jpeg_store": "BatchLoader over the JPEG store (decode in workers) + TrainPatch: crop, flip, PCA colour noise, "
                   "mean image",
-    "raw_store": "BatchLoader over the raw store, in this process (slices of the memory-mapped shards copied into "
+    "raw_store": "BatchLoader over the raw store, in this process (runs of rows of the shards read into "
                  "one batch, no decoding) + TrainPatch",
     "raw_store_in_workers": "the same, the batches gathered in the worker processes (BatchLoader raw_workers)",
     "imagefolder_baseline": "ImageFolder over the same 256x256 JPEGs + RandomCrop(224) + RandomHorizontalFlip + "

@@ -5,7 +5,7 @@ stage is timed alone, on the same images, in the order the pipeline runs it, wit
 the stage before (so a stage's cost includes its memory traffic but no other stage's):
   jpeg store   read (pread of the JPEG bytes), decode (libjpeg-turbo, store.decode_image), collate (the
                worker's stack into one planar batch in shared memory), augment (TrainPatch, main process)
-  raw store    gather (store.read_batch: slices of the memory-mapped shards into one batch), augment
+  raw store    gather (store.read_batch: runs of rows of the shards read into one batch), augment
   ImageFolder  open + decode (PIL, as ImageFolder's loader), crop + flip, ToTensor, collate
 and, apart ("batch_layout"), what a batch's layout costs: planar (channel by channel) or H x W x 3.
 """

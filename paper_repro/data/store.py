@@ -5,7 +5,7 @@ Store layout (see results/store_format.md for why JPEG shards):
   STORE/<split>/shard-NNNNN.bin    concatenated JPEG files (256x256 RGB); a CIFAR store: PNG files at 32x32
                                    (the size is the manifest's settings.size: ImageNetStore.image_shape)
   STORE/<split>/shard-NNNNN.npy    a raw store's shards instead (settings.store_format "raw"): uint8 arrays
-                                   stored channel by channel, memory-mapped (paper_repro/data/raw.py)
+                                   stored channel by channel, read with preadv (paper_repro/data/raw.py)
   STORE/<split>/index.npy          int64 [N, 4]: shard, byte offset, byte length, label (raw: row, H*W*3, label)
   STORE/<split>/filenames.txt      the source file name of each image, one per line
   STORE/stats.json, STORE/mean_image.npy   training-set statistics (load_stats)
@@ -172,7 +172,7 @@ class ImageNetStore:
 
     def read_batch(self, indices, out=None):
         """Images `indices` as one uint8 [B, H, W, 3] array (written into `out` if given): a raw store copies
-        slices of its memory-mapped shards (into a planar array, a permuted view), a JPEG store decodes image by
+        runs of rows of its shards (into a planar array, a permuted view), a JPEG store decodes image by
         image."""
         indices = np.asarray(indices, np.int64)
         if out is None:

@@ -2,8 +2,7 @@
 
 Two columns, one per device, each holding half the kernels of every layer. The columns exchange
 activations only at conv3, fc6, fc7 and fc8; conv2, conv4 and conv5 see only their own column's
-maps. With one device the same function runs as grouped convolutions (the fast path; on the
-CPU conv2's two groups run as two ungrouped convolutions, which oneDNN does faster: ColumnConv2d).
+maps. With one device the same function runs as grouped convolutions (the fast path).
 
     input 3 x 224 x 224 (mean-subtracted RGB, 0-255 scale)
     conv1  96 (48 + 48) 11x11/4, zero pad (0, 3, 0, 3)  -> 55   LRN, max-pool 3/2 -> 27, ReLU  (code)
@@ -83,40 +82,6 @@ def _normalise_device(device):
     return str(dev)
 
 
-class ColumnConv2d(nn.Conv2d):
-    """nn.Conv2d that, on the CPU and if `split_on_cpu`, runs a grouped convolution as one ungrouped conv per group.
-
-    Same parameters, same function, same state_dict: only the kernels that run differ. On the CPU
-    (oneDNN, torch 2.15, NCHW, fp32, one thread) the grouped conv2 (5x5 on 27x27) forward+backward
-    took 1.1-1.9x as long as two ungrouped convolutions on the channel halves at every width tried
-    (0.125-1), while the grouped conv4 and conv5 (3x3 on 13x13) were 3-37 % faster than the split;
-    so the model splits conv2 only (channels_last: no difference either way). On CUDA, cuDNN's
-    grouped convolutions are the fast path and always run.
-    """
-
-    def __init__(self, *args, split_on_cpu=False, **kwargs):
-        """nn.Conv2d's arguments; `split_on_cpu` runs the groups as separate convolutions on the CPU."""
-        super().__init__(*args, **kwargs)
-        self.split_on_cpu = split_on_cpu
-
-    def forward(self, x):
-        """Convolve `x`; on the CPU with split_on_cpu, group by group, outputs concatenated in order."""
-        if not self.split_on_cpu or self.groups == 1 or x.device.type != "cpu" or self.padding_mode != "zeros":
-            return super().forward(x)
-        return _split_groups(self, x)
-
-    def extra_repr(self):
-        """nn.Conv2d's description plus the CPU split flag."""
-        return super().extra_repr() + (", split_on_cpu=True" if self.split_on_cpu else "")
-
-
-def _split_groups(conv, x):
-    """conv(x) for a grouped `conv` as `groups` ungrouped F.conv2d calls on the channel slices."""
-    bias = conv.bias.chunk(conv.groups) if conv.bias is not None else (None,) * conv.groups
-    return torch.cat([F.conv2d(xi, wi, bi, conv.stride, conv.padding, conv.dilation)
-                      for xi, wi, bi in zip(x.chunk(conv.groups, 1), conv.weight.chunk(conv.groups), bias)], 1)
-
-
 class PadRightBottom(nn.Module):
     """nn.ZeroPad2d((0, p, 0, p)) that writes the zeros only where they go; on the CPU into channels_last.
 
@@ -173,8 +138,9 @@ def _make_layers(m, spec, parts, lrn, pool, input_size, dropout, lrn1_input, cno
     m.pool1 = nn.MaxPool2d(*pool)                                             # 27 x 27
     for name, k in (("conv2", 5), ("conv3", 3), ("conv4", 3), ("conv5", 3)):
         cin, cout, g = split(name)
-        conv = ColumnConv2d(cin, cout, k, padding=k // 2, groups=g, split_on_cpu=name == "conv2" and g > 1)
-        setattr(m, name, conv)                                                # conv2 27; conv3-5 13
+        # Grouped on the CPU too: in channels_last oneDNN's grouped conv2 beat two convolutions on the
+        # channel halves (a one-device step at width 0.25: 279 against 287 ms; width 1: 1918 against 1931).
+        setattr(m, name, nn.Conv2d(cin, cout, k, padding=k // 2, groups=g))  # conv2 27; conv3-5 13
         if name == "conv2":
             m.relu_lrn2 = _relu_lrn(lrn, lrn_groups)
             # Same-map: it never mixes channels, so the columns need no grouping. Run 148 ("without
@@ -327,6 +293,8 @@ class AlexNet(nn.Module):
         conv2, conv4, conv5, fc6, fc7; else 0."""
         # Drawn as canonical tensors on the CPU generator in a fixed order, then loaded: the same
         # seed gives the same net in either layout and on any device.
+        if all(str(d) == "meta" for d in self.devices):
+            return  # a net of shapes only holds no values: drawing width 1's 62 M weights took 0.25 s
         state = {}
         for key, shape in self.canonical_shapes().items():
             if key.endswith(".weight"):
