@@ -33,6 +33,14 @@ def pair(tmp_path_factory):
     return src, raw, jpeg
 
 
+def _copy_of(store_root, root):
+    """A byte-for-byte copy of the store at `root` (to damage without touching the module's store)."""
+    for rel, data in store_files(store_root).items():
+        os.makedirs(os.path.dirname(root / rel), exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
 def _source_bytes(src, store, i):
     path = os.path.join(src, store.split, store.classes[int(store.labels[i])], store.filenames[i])
     with open(path, "rb") as f:
@@ -185,11 +193,7 @@ def test_loader_gives_raw_batches_in_this_process_or_in_workers(pair):
 @pytest.mark.parametrize("raw_workers", [0, 1])
 def test_damaged_raw_shard_stops_the_loader_naming_shard_and_image(pair, tmp_path, raw_workers):
     src, raw_root, _ = pair
-    root = tmp_path / "s"
-    os.makedirs(root)
-    for rel, data in store_files(raw_root).items():
-        os.makedirs(os.path.dirname(root / rel), exist_ok=True)
-        (root / rel).write_bytes(data)
+    root = _copy_of(raw_root, tmp_path / "s")
     shard = root / "train" / "shard-00002.npy"
     shard.write_bytes(shard.read_bytes()[:-10])
     store = ImageNetStore(str(root), "train")
@@ -212,10 +216,7 @@ def test_raw_batches_read_by_preadv_or_from_the_map_are_the_images(pair, tmp_pat
     assert np.array_equal(planar, want) and np.array_equal(hwc, want)
     assert store._raw._files and all(k in store._raw._maps for k in store._raw._files)
     # a shard cut short after it was opened: one line, naming the file and the rows
-    root = tmp_path / "s"
-    for rel, data in store_files(raw_root).items():
-        os.makedirs(os.path.dirname(root / rel), exist_ok=True)
-        (root / rel).write_bytes(data)
+    root = _copy_of(raw_root, tmp_path / "s")
     cut = ImageNetStore(str(root), "train")
     last = int(np.flatnonzero(cut.shards == cut.shards[-1])[-1])
     cut.read_batch([last])  # opens the shard

@@ -98,13 +98,11 @@ class PadRightBottom(nn.Module):
 
     def forward(self, x):
         """Return x with p zero rows below and p zero columns to its right."""
+        if x.device.type != "cpu":  # elsewhere F.pad, which keeps the input's layout
+            return F.pad(x, (0, self.p, 0, self.p))
         n, c, h, w = x.shape
-        if x.device.type == "cpu":
-            fmt = CPU_MEMORY_FORMAT
-        else:  # elsewhere the input's own layout, as F.pad keeps it
-            fmt = torch.channels_last if not x.is_contiguous() and x.is_contiguous(
-                memory_format=torch.channels_last) else torch.contiguous_format
-        out = torch.empty((n, c, h + self.p, w + self.p), dtype=x.dtype, device=x.device, memory_format=fmt)
+        out = torch.empty((n, c, h + self.p, w + self.p), dtype=x.dtype, device=x.device,
+                          memory_format=CPU_MEMORY_FORMAT)
         out[:, :, :h, :w] = x
         out[:, :, h:].zero_()
         out[:, :, :h, w:].zero_()
