@@ -15,6 +15,7 @@ from paper_repro.data.loader import default_workers
 from paper_repro.data.store import dataset_identity, load_stats
 from paper_repro.evaluation.scoring import evaluate, open_store, views_of
 from paper_repro.nets.checkpoint import load_model
+from paper_repro.training.host_memory import keep_freed_memory
 
 PROG = "python -m paper_repro.evaluate"
 
@@ -100,6 +101,9 @@ def prepare(args):
 
 def score(args, devices, precision, store, models, mean_image):
     """Evaluate the prepared nets, print the errors, write --json and --predictions if given; return the result."""
+    # The tensors of a CPU forward come and go in blocks of megabytes: without this, each is fresh
+    # pages from the kernel (the ten-view test 1.6x slower at width 0.25; results/benchmarks.md).
+    host_memory = keep_freed_memory(devices)
     t0 = time.time()
     probs = evaluate(models, store, mean_image, args.views, args.batch_size, args.workers, args.bf16,
                      progress=not args.no_progress, decode=args.decode)
@@ -127,6 +131,7 @@ def score(args, devices, precision, store, models, mean_image):
         "devices": list(devices),
         "bf16": bool(args.bf16),
         "precision": precision,
+        "host_memory": host_memory,
         "seconds": seconds,
         "images_per_s": n / seconds if seconds > 0 else None,
         "predictions": os.path.abspath(args.predictions) if args.predictions else None,

@@ -399,3 +399,18 @@ def test_forward_in_pieces_gives_the_whole_batchs_logits_piece_by_piece():
         assert torch.equal(forward_in_pieces(net, x, None), whole)
     assert sizes == [7, 3, 3, 1, 7]
     torch.testing.assert_close(got, whole, rtol=0, atol=1e-5)
+
+
+def test_a_cpu_evaluation_keeps_freed_memory_and_records_it(tiny_store, tmp_path, monkeypatch):
+    calls = []
+
+    def policy(devices):
+        calls.append(tuple(devices))
+        return {"keep_freed_memory": True, "why": "recorded"}
+
+    monkeypatch.setattr(evaluate_module, "keep_freed_memory", policy)  # process-wide: recorded, not set, here
+    ckpt = save_bare(make_net(4, seed=14), tmp_path / "c.pt")
+    run_main(["--data", tiny_store, "--checkpoint", ckpt, "--gpus", "cpu", "--views", "1", "--workers", "0",
+              "--no-progress", "--json", str(tmp_path / "a.json")])
+    assert calls == [("cpu",)]
+    assert json.loads((tmp_path / "a.json").read_text())["host_memory"] == {"keep_freed_memory": True, "why": "recorded"}

@@ -3,6 +3,14 @@ from collections import defaultdict
 
 import torch
 
+Optimizer = torch.optim.Optimizer
+
+
+def _plain(method):
+    """torch.optim.Optimizer's own method without its torch._dynamo.disable wrapper (functools.wraps' __wrapped__;
+    the method as it is where a torch version has none)."""
+    return getattr(method, "__wrapped__", method)
+
 
 class PaperSGD(torch.optim.Optimizer):
     """v <- momentum*v - weight_decay*lr*w - lr*grad;  w <- w + v  (section 5 of the paper).
@@ -18,6 +26,25 @@ class PaperSGD(torch.optim.Optimizer):
         if lr < 0 or momentum < 0 or weight_decay < 0:
             raise ValueError(f"PaperSGD: lr, momentum and weight_decay must be >= 0, got {lr}, {momentum}, {weight_decay}")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=foreach))
+
+    # torch wraps these four in torch._disable_dynamo, whose first call imports torch._dynamo: 0.8 s of
+    # every training process's start (a quarter-width epoch is 26 s; results/benchmarks.md). This
+    # optimizer is never compiled, so it calls torch's own code without the wrapper.
+    def add_param_group(self, param_group):
+        """torch.optim.Optimizer.add_param_group."""
+        _plain(Optimizer.add_param_group)(self, param_group)
+
+    def zero_grad(self, set_to_none=True):
+        """torch.optim.Optimizer.zero_grad."""
+        _plain(Optimizer.zero_grad)(self, set_to_none)
+
+    def state_dict(self):
+        """torch.optim.Optimizer.state_dict."""
+        return _plain(Optimizer.state_dict)(self)
+
+    def load_state_dict(self, state_dict):
+        """torch.optim.Optimizer.load_state_dict."""
+        _plain(Optimizer.load_state_dict)(self, state_dict)
 
     @torch.no_grad()
     def step(self, closure=None):
