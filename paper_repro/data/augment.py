@@ -269,9 +269,12 @@ class CentrePatch:
         """Centre patch of a uint8 N x 256 x 256 x 3 batch as float N x 3 x size x size."""
         _check_batch(images, "CentrePatch")
         t, l, s = self.top, self.left, self.size
-        if resolve_path(self.path, images, "CentrePatch") == "slices":  # one pass into the output, no temporaries
+        if resolve_path(self.path, images, "CentrePatch") == "slices":
             out, hwc = _empty_patches(images.shape[0], s, self.channels_last)
-            torch.sub(images[:, t:t + s, l:l + s, :], self.mean_image[t:t + s, l:l + s, :], out=hwc)
+            # Convert, then subtract: one torch.sub of uint8 and float takes torch's unvectorised
+            # casting loop, 1.5x slower on the CPU than these two passes (results/benchmarks.md).
+            hwc.copy_(images[:, t:t + s, l:l + s, :])
+            hwc.sub_(self.mean_image[t:t + s, l:l + s, :])
             return out
         if str(images.device) not in self._device_means:
             self._device_means[str(images.device)] = self.mean_image.to(images.device)
