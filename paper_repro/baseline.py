@@ -212,3 +212,4 @@ def main(args):
 
 if __name__ == "__main__":
     cli.run(PROG, lambda: main(get_args_parser().parse_args()))
+    cli.leave()

@@ -6,7 +6,7 @@ the one drawn and compared, as the paper chose each net's rate to make it train 
 import argparse
 
 from paper_repro.core.atomic import atomic_write_json
-from paper_repro.core.cli import checked, run
+from paper_repro.core.cli import checked, leave, run
 from paper_repro.evaluation.cifar_fig1 import PAPER_RATIO, epochs_to, fastest, plot, read_errors, read_lr, summary
 
 PROG = "python -m paper_repro.cifar_fig1"
@@ -70,3 +70,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     run(PROG, main)
+    leave()

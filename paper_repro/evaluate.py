@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from paper_repro.core.atomic import atomic_write, atomic_write_json
-from paper_repro.core.cli import UsageError, checked, run
+from paper_repro.core.cli import UsageError, checked, leave, run
 from paper_repro.core.devices import choose_devices, help_text, set_precision_policy
 from paper_repro.core.metrics import topk_errors, topk_predictions
 from paper_repro.core.numbering import checkpoint_counts, position
@@ -172,3 +172,4 @@ def cli(argv=None):
 
 if __name__ == "__main__":
     run(PROG, cli)
+    leave()

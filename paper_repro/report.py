@@ -5,7 +5,7 @@ This file is the command; evaluation/run_report.py reads the run and writes the 
 import argparse
 import os
 
-from paper_repro.core.cli import UsageError, checked, run
+from paper_repro.core.cli import UsageError, checked, leave, run
 from paper_repro.core.devices import choose_devices, help_text
 from paper_repro.evaluation.run_report import PROG, read_eval, read_run, write_report
 from paper_repro.nets.checkpoint import CHECKPOINT, load_checkpoint
@@ -74,3 +74,4 @@ def cli(argv=None):
 
 if __name__ == "__main__":
     run(PROG, cli)
+    leave()

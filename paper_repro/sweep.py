@@ -8,7 +8,7 @@ import shlex
 import sys
 
 from paper_repro.core.atomic import atomic_write, atomic_write_json
-from paper_repro.core.cli import UsageError, run
+from paper_repro.core.cli import UsageError, leave, run
 from paper_repro.evaluation.sweep import IGNORED, PROG, group_table, markdown, sweep
 from paper_repro.evaluation.sweep_figure import plot_sweep
 
@@ -63,3 +63,4 @@ def cli(argv=None):
 
 if __name__ == "__main__":
     run(PROG, cli)
+    leave()

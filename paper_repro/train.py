@@ -366,3 +366,4 @@ def run_cli(argv=None):
 
 if __name__ == "__main__":
     run_cli()
+    cli.leave()

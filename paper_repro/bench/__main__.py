@@ -6,3 +6,4 @@ from paper_repro.core import cli
 
 if __name__ == "__main__":
     cli.run(PROG, main, get_args_parser().parse_args(sys.argv[1:]))
+    cli.leave()

@@ -5,6 +5,7 @@
     130  interrupted (Ctrl-C / SIGTERM); a training run has written a checkpoint first
 """
 import argparse
+import gc
 import sys
 
 USAGE, FAILED, INTERRUPTED = 2, 1, 130
@@ -44,6 +45,13 @@ def run(prog, fn, *args, **kwargs):
         _exit(prog, f"interrupted: {e}", INTERRUPTED)
     except KeyboardInterrupt:
         _exit(prog, "interrupted (Ctrl-C); nothing more was written", INTERRUPTED)
+
+
+def leave():
+    """Let the process end without the interpreter's last garbage collection (call it as a command returns)."""
+    # That collection walks every object torch created: 0.3-0.5 s of each command on 2 cores. Frozen,
+    # they are left to the OS, which takes the memory back anyway; refcounted objects still go as usual.
+    gc.freeze()
 
 
 def _exit(prog, text, status):
