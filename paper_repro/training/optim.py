@@ -3,9 +3,6 @@ from collections import defaultdict
 
 import torch
 
-Optimizer = torch.optim.Optimizer
-
-
 def _plain(method):
     """torch.optim.Optimizer's own method without its torch._dynamo.disable wrapper (functools.wraps' __wrapped__;
     the method as it is where a torch version has none)."""
@@ -32,19 +29,19 @@ class PaperSGD(torch.optim.Optimizer):
     # optimizer is never compiled, so it calls torch's own code without the wrapper.
     def add_param_group(self, param_group):
         """torch.optim.Optimizer.add_param_group."""
-        _plain(Optimizer.add_param_group)(self, param_group)
+        _plain(torch.optim.Optimizer.add_param_group)(self, param_group)
 
     def zero_grad(self, set_to_none=True):
         """torch.optim.Optimizer.zero_grad."""
-        _plain(Optimizer.zero_grad)(self, set_to_none)
+        _plain(torch.optim.Optimizer.zero_grad)(self, set_to_none)
 
     def state_dict(self):
         """torch.optim.Optimizer.state_dict."""
-        return _plain(Optimizer.state_dict)(self)
+        return _plain(torch.optim.Optimizer.state_dict)(self)
 
     def load_state_dict(self, state_dict):
         """torch.optim.Optimizer.load_state_dict."""
-        _plain(Optimizer.load_state_dict)(self, state_dict)
+        _plain(torch.optim.Optimizer.load_state_dict)(self, state_dict)
 
     @torch.no_grad()
     def step(self, closure=None):
