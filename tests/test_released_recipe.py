@@ -1,6 +1,7 @@
 """The released 2012 recipe: per-layer groups through cuda-convnet's update, its schedule, cnorm2, its data path."""
 import json
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -152,6 +153,22 @@ def test_cnorm2_is_cuda_convnets_same_map_normalisation_clipped_at_the_edges():
     torch.testing.assert_close(got.double(), same_map_by_loops(x.to(torch.bfloat16).double()), rtol=1e-2, atol=1e-2)
     with pytest.raises(ValueError, match="size must be odd"):
         same_map_norm(x, size=4)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_cnorm2_gradient_is_the_numerical_one_and_once_differentiable(layout):
+    # Big enough that the batch is worked through in chunks on the CPU (CPU_CHUNK_BYTES), values big
+    # enough that the denominator's own gradient matters (scale 0.001 / 25 against sums of 1e5).
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(3, 4, 9, 8, dtype=torch.float64, generator=g) * 300).contiguous(memory_format=layout)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: same_map_norm(t, scale=0.5), (x,), eps=1e-4, atol=1e-7)
+    with mock.patch("paper_repro.nets.lrn.CPU_CHUNK_BYTES", 4 * 9 * 8 * 8):  # one image per chunk
+        chunked = torch.autograd.grad(same_map_norm(x).square().sum(), x)[0]
+    whole = torch.autograd.grad(same_map_by_loops(x).square().sum(), x)[0]
+    torch.testing.assert_close(chunked, whole, rtol=1e-10, atol=1e-12)
+    with pytest.raises(RuntimeError, match="same_map_norm is differentiable once"):
+        torch.autograd.grad(same_map_norm(x).sum(), x, create_graph=True)
 
 
 def test_neither_switch_adds_a_parameter_and_old_checkpoints_say_their_recipe():

@@ -215,18 +215,62 @@ class LocalResponseNorm(nn.Module):
                 f"convention={self.convention!r}, groups={self.groups}" + (", relu=True" if self.relu else ""))
 
 
+class _SameMapFunction(torch.autograd.Function):
+    """Fused same-map norm: y = a * r, r = s^-power, s = k + scale * box(a^2); analytic backward; saves a, s and r."""
+
+    @staticmethod
+    def forward(ctx, x, size, scale, power, k):
+        """Return the normalised `x` in x's dtype, computed in at least fp32."""
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        a = x.to(dtype)
+        s, r, y = torch.empty_like(a), torch.empty_like(a), torch.empty_like(a)
+        kt = a.new_tensor(k)
+        chunks = _chunks(a)
+        squares = torch.empty_like(a[chunks[0]])
+        for b in chunks:
+            q = torch.mul(a[b], a[b], out=squares[:a[b].shape[0]])
+            # avg_pool2d with count_include_pad divides every window's sum by size^2: cuda-convnet's
+            # scale/size^2, and zero padding is its clipped window.
+            torch.add(kt, _box(q, size), alpha=scale, out=s[b])
+            torch.mul(_inverse_power(s[b], power, r[b]), a[b], out=y[b])
+        ctx.save_for_backward(a, s, r)
+        ctx.norm = (size, scale, power, x.dtype)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        """da_j = g_j r_j - 2 power scale a_j box(g a r / s)_j (the window is symmetric: its transpose is itself)."""
+        if torch.is_grad_enabled():
+            raise RuntimeError(_DOUBLE_BACKWARD.replace("local_response_norm", "same_map_norm"))
+        a, s, r = ctx.saved_tensors
+        size, scale, power, dtype = ctx.norm
+        da = torch.empty_like(a)
+        chunks = _chunks(a)
+        scratch = torch.empty_like(a[chunks[0]])
+        for b in chunks:
+            d = torch.mul(r[b], grad[b], out=da[b])  # g r, the first term
+            u = torch.mul(d, a[b], out=scratch[:d.shape[0]]).div_(s[b])  # g a r / s
+            d.addcmul_(a[b], _box(u, size), value=-2 * power * scale)
+        return da.to(dtype), None, None, None, None
+
+
+def _box(t, size):
+    """The mean of every size x size window of `t` centred on each pixel, zeros beyond the edges."""
+    return torch.nn.functional.avg_pool2d(t, size, 1, size // 2, count_include_pad=True)
+
+
 def same_map_norm(x, size=5, scale=0.001, power=0.75, k=1.0):
     """cuda-convnet's same-map ("rnorm") normalisation: x * (k + scale/size^2 * sum of x^2 over a size x size window)^-power.
 
     The window is centred (offsets -size//2 .. size//2) and clipped at the borders; the divisor stays
-    size^2 there, so a clipped window is the same as zero padding. Computed in at least fp32.
+    size^2 there, so a clipped window is the same as zero padding. Computed in at least fp32, as one
+    fused autograd op like the LRN's (differentiable once).
     """
     if size % 2 != 1:
         raise ValueError(f"same-map normalisation: size must be odd (a centred window); got {size}")
-    a = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    # avg_pool2d with count_include_pad divides every window's sum by size^2: cuda-convnet's scale/size^2.
-    s = torch.nn.functional.avg_pool2d(a * a, size, 1, size // 2, count_include_pad=True).mul_(scale).add_(k)
-    return (a * s.pow_(-power)).to(x.dtype)
+    if x.dim() != 4:
+        raise ValueError(f"same-map normalisation expects an N x C x H x W tensor; got shape {tuple(x.shape)}")
+    return _SameMapFunction.apply(x, size, scale, power, k)
 
 
 class SameMapNorm(nn.Module):
