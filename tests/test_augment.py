@@ -183,6 +183,30 @@ def test_centre_patch_gather_path_equals_the_slices_bit_for_bit(size, channels_l
         memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+@pytest.mark.parametrize("channels_last,rescale", [(True, True), (False, False)])
+def test_patches_with_padding_are_the_patches_then_zeros_on_both_paths(channels_last, rescale):
+    images, mean = _batch(5, seed=4)
+    kw = dict(colour_noise="sqrt", channels_last=channels_last, rescale=rescale)
+    want = torch.nn.functional.pad(TrainPatch(mean, EIGVAL, EIGVEC, **kw)(images, batch_generator(1, 2, 3)), (0, 3, 0, 3))
+    want_centre = torch.nn.functional.pad(CentrePatch(mean, channels_last=channels_last)(images), (0, 3, 0, 3))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    for path in ("gather", "slices"):
+        got = TrainPatch(mean, EIGVAL, EIGVEC, path=path, pad=3, **kw)(images, batch_generator(1, 2, 3))
+        assert got.shape == (5, 3, 227, 227) and torch.equal(got, want)
+        centre = CentrePatch(mean, channels_last=channels_last, path=path, pad=3)(images)
+        assert centre.shape == (5, 3, 227, 227) and torch.equal(centre, want_centre)
+        if path == "slices":  # written in place: the layout asked for
+            assert got.is_contiguous(memory_format=layout) and centre.is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("cls,args", [(TrainPatch, (EIGVAL, EIGVEC)), (CentrePatch, ())])
+def test_bad_pad_is_a_clear_error(cls, args):
+    with pytest.raises(ValueError) as info:
+        cls(np.zeros((256, 256, 3), np.float32), *args, pad=-1)
+    assert str(info.value) == (f"{cls.__name__}: pad must be an integer >= 0 (zero rows and columns at the bottom "
+                               "and right); got -1")
+
+
 @pytest.mark.parametrize("views,size", [(10, 224), (1, 227)])
 def test_ten_views_gather_path_equals_the_slices_bit_for_bit(views, size):
     images, mean = _batch(3, seed=2, planar=True)

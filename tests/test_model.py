@@ -852,20 +852,21 @@ def small_net():
 
 
 @pytest.mark.parametrize("x,error,message", [
-    ([1.0], TypeError, "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got list"),
-    (torch.zeros(3, 224, 224), ValueError, "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got a 3-d "
+    ([1.0], TypeError, "AlexNet expects a float batch N x 3 x 224 x 224 (or 227 x 227, conv1's padding in place) on cpu; got list"),
+    (torch.zeros(3, 224, 224), ValueError, "AlexNet expects a float batch N x 3 x 224 x 224 (or 227 x 227, conv1's padding in place) on cpu; got a 3-d "
                                            "tensor of shape (3, 224, 224) (add a batch dimension with x.unsqueeze(0))"),
-    (torch.zeros(2, 1, 224, 224), ValueError, "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got 1 "
+    (torch.zeros(2, 1, 224, 224), ValueError, "AlexNet expects a float batch N x 3 x 224 x 224 (or 227 x 227, conv1's padding in place) on cpu; got 1 "
                                               "channels (shape (2, 1, 224, 224)); pass N x C x H x W RGB"),
-    (torch.zeros(2, 224, 224, 3), ValueError, "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got 224 "
+    (torch.zeros(2, 224, 224, 3), ValueError, "AlexNet expects a float batch N x 3 x 224 x 224 (or 227 x 227, conv1's padding in place) on cpu; got 224 "
                                               "channels (shape (2, 224, 224, 3)); pass N x C x H x W RGB"),
-    (torch.zeros(2, 3, 227, 227), ValueError, "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got "
-                                              "227 x 227 images (this net was built with input_size=224)"),
+    (torch.zeros(2, 3, 230, 230), ValueError, "AlexNet expects a float batch N x 3 x 224 x 224 (or 227 x 227, conv1's "
+                                              "padding in place) on cpu; got 230 x 230 images (this net was built "
+                                              "with input_size=224)"),
     (torch.zeros(2, 3, 224, 224, dtype=torch.uint8), TypeError,
-     "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got dtype torch.uint8 (subtract the mean image "
+     "AlexNet expects a float batch N x 3 x 224 x 224 (or 227 x 227, conv1's padding in place) on cpu; got dtype torch.uint8 (subtract the mean image "
      "and convert to float first)"),
     (torch.zeros(2, 3, 224, 224, device="meta"), ValueError,
-     "AlexNet expects a float batch N x 3 x 224 x 224 on cpu; got a tensor on meta (move it with x.to('cpu'))"),
+     "AlexNet expects a float batch N x 3 x 224 x 224 (or 227 x 227, conv1's padding in place) on cpu; got a tensor on meta (move it with x.to('cpu'))"),
 ], ids=["not-a-tensor", "ndim", "channels", "nhwc", "size", "dtype", "device"])
 def test_bad_input_errors(small_net, x, error, message):
     with pytest.raises(error) as info:
@@ -911,9 +912,27 @@ def test_conv1_padding_is_zeropad2d_values_layout_and_gradient(layout):
     from paper_repro.nets.alexnet import PadRightBottom
     x = torch.randn(2, 3, 5, 6, dtype=torch.float64).contiguous(memory_format=layout)
     x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    got, want = PadRightBottom(3)(x1), torch.nn.ZeroPad2d((0, 3, 0, 3))(x2)
+    got, want = PadRightBottom(3, 5)(x1), torch.nn.ZeroPad2d((0, 3, 0, 3))(x2)
     assert torch.equal(got, want) and got.is_contiguous(memory_format=torch.channels_last)  # the CPU net's layout
     g = torch.randn(want.shape, dtype=torch.float64)
     got.backward(g)
     want.backward(g)
     assert torch.equal(x1.grad, x2.grad)
+
+
+def test_a_patch_with_conv1s_padding_in_place_gives_the_same_logits_and_gradients():
+    # What the CPU's TrainPatch / CentrePatch hand over (pad=3, channels_last): the net must not pad it again.
+    net = AlexNet(devices=ONE, **SMALL).double()
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    padded = torch.nn.functional.pad(x, (0, 3, 0, 3)).contiguous(memory_format=torch.channels_last)
+    net.eval()
+    want = net(x)
+    got = net(padded)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    net.zero_grad()
+    net(x).sum().backward()
+    want_grad = net.columns[0].conv1.weight.grad.clone() if net.two_column else net.conv1.weight.grad.clone()
+    net.zero_grad()
+    net(padded).sum().backward()
+    got_grad = net.columns[0].conv1.weight.grad if net.two_column else net.conv1.weight.grad
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-12, atol=1e-12)

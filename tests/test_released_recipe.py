@@ -14,7 +14,7 @@ from paper_repro.nets.alexnet import AlexNet
 from paper_repro.nets.checkpoint import load_model
 from paper_repro.nets.lrn import same_map_norm
 from paper_repro.train import main
-from paper_repro.training.build import make_optimizer, make_schedule
+from paper_repro.training.build import make_optimizer, make_schedule, make_transforms
 from paper_repro.training.param_groups import apply_learning_rates, layer_of, param_groups
 from paper_repro.training.schedule import ReleasedSchedule, released_events
 from paper_repro.training.settings import parse_args
@@ -213,6 +213,24 @@ def test_centre_mean_and_the_noise_rescale_as_convdata(path):
         patch = images[n].double().numpy()[oy[n]:oy[n] + size, ox[n]:ox[n] + size]
         patch = patch[:, ::-1] if flip[n] else patch
         np.testing.assert_allclose(plain[n].permute(1, 2, 0).double().numpy(), patch - centre, rtol=0, atol=1e-4)
+
+
+def test_a_cpu_runs_patches_carry_conv1s_padding_and_give_the_same_step():
+    images, mean, eigval, eigvec = batch_and_stats(n=4, size=256)
+    stats = {"mean_image": mean.numpy(), "pca_eigval": eigval, "pca_eigvec": eigvec}
+    args = parse_args(["--data", "S", "--out", "R"])
+    net = AlexNet(devices=("cpu", "cpu"), **SMALL)
+    augment, centre = make_transforms(args, stats, net)
+    assert (augment.pad, augment.channels_last, centre.pad, centre.channels_last) == (3, True, 3, True)
+    x, v = augment(images, batch_generator(0, 0, 0)), centre(images)
+    assert x.shape == v.shape == (4, 3, 227, 227) and x.is_contiguous(memory_format=torch.channels_last)
+    plain = TrainPatch(mean, eigval, eigvec, colour_noise=augment.colour_noise, mean_crop=args.mean_crop,
+                       rescale=args.colour_noise_rescale, crop_chunk=args.crop_chunk)(images, batch_generator(0, 0, 0))
+    net.eval()
+    torch.testing.assert_close(net(x), net(plain), rtol=0, atol=1e-5)
+    meta = AlexNet(devices=("meta", "meta"), **SMALL)  # not a CPU run: the patches as the flags say
+    augment, centre = make_transforms(args, stats, meta)
+    assert (augment.pad, augment.channels_last, centre.pad) == (0, args.channels_last, 0)
 
 
 def test_crop_chunks_share_offset_and_flip_and_chunk_1_draws_as_before():

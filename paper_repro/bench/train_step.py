@@ -10,7 +10,7 @@ from paper_repro.bench.common import (NUM_CLASSES, devices_or_usage_error, forwa
 from paper_repro.bench.op_count import OpCounter
 from paper_repro.core.devices import set_precision_policy
 from paper_repro.data.augment import TrainPatch, batch_generator
-from paper_repro.training.build import build_model, make_optimizer, make_schedule
+from paper_repro.training.build import build_model, make_optimizer, make_schedule, make_transforms
 from paper_repro.training.engine import train_step
 from paper_repro.training.host_memory import keep_freed_memory
 from paper_repro.training.optim import PaperSGD
@@ -37,26 +37,31 @@ def training_setup(flags, num_classes, stats):
     seed_dropout(settings.seed, 0, devices)
     optimizer = make_optimizer(model, settings)
     apply_learning_rates(optimizer, make_schedule(settings), settings.lr, settings.bias_lr_fixed)
-    augment = TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=settings.input_size,
-                         colour_noise=settings.colour_noise_scale if settings.colour_noise else None,
-                         noise_std=settings.colour_noise_std, channels_last=settings.channels_last,
-                         mean_crop=settings.mean_crop, rescale=settings.colour_noise_rescale,
-                         crop_chunk=settings.crop_chunk)
+    augment, _ = make_transforms(settings, stats, model)
     return settings, devices, precision, model, optimizer, augment
+
+
+def plain_patches(settings, stats):
+    """The same augmentation as 224 x 224 patches in the flags' layout (torchvision's AlexNet pads conv1 itself)."""
+    return TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=settings.input_size,
+                      colour_noise=settings.colour_noise_scale if settings.colour_noise else None,
+                      noise_std=settings.colour_noise_std, channels_last=settings.channels_last,
+                      mean_crop=settings.mean_crop, rescale=settings.colour_noise_rescale, crop_chunk=settings.crop_chunk)
 
 
 class _Trainee:
     """One net in the training benchmark: its model, optimizer and step counter, stepped by engine.train_step."""
 
-    def __init__(self, model, optimizer, devices):
+    def __init__(self, model, optimizer, devices, augment):
         self.model, self.optimizer, self.devices, self.step_index = model, optimizer, devices, 0
+        self.augment = augment
 
-    def steps(self, n, images, labels, augment, seed, bf16):
+    def steps(self, n, images, labels, seed, bf16):
         """Run n training steps on the fixed batch (new augmentation draws each step); return (wall, CPU) seconds."""
         synchronize(self.devices)
         start, cpu = time.perf_counter(), time.process_time()
         for _ in range(n):
-            train_step(self.model, self.optimizer, images, labels, augment,
+            train_step(self.model, self.optimizer, images, labels, self.augment,
                        batch_generator(seed, 0, self.step_index), device=self.devices[0], bf16=bf16)
             self.step_index += 1
         synchronize(self.devices)
@@ -80,7 +85,10 @@ def bench_train(args):
     labels = torch.randint(0, NUM_CLASSES, (args.batch_size,), generator=g)
     if dev0.type == "cuda":
         images, labels = images.pin_memory(), labels.pin_memory()  # as BatchLoader's batches on a GPU run
-    nets = {"ours": _Trainee(ours, opt, devices), "torchvision_alexnet": _Trainee(theirs, their_opt, (devices[0],))}
+    # Ours gets the training command's patches (on the CPU: channels_last, conv1's padding in place),
+    # torchvision's the same draws as plain 224 x 224 patches.
+    nets = {"ours": _Trainee(ours, opt, devices, augment),
+            "torchvision_alexnet": _Trainee(theirs, their_opt, (devices[0],), plain_patches(settings, stats))}
     result = {"stage": "train", "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
               "precision": "bf16" if settings.bf16 else ("tf32" if precision["tf32"] else "fp32"),
               "precision_policy": precision, "channels_last": settings.channels_last, "width": settings.width,
@@ -94,12 +102,12 @@ def bench_train(args):
     # faulted ~50,000 pages in its first step after torchvision's first steps, none after that).
     for _ in range(args.warmup):
         for net in nets.values():
-            net.steps(1, images, labels, augment, settings.seed, settings.bf16)
+            net.steps(1, images, labels, settings.seed, settings.bf16)
     # Rounds alternate the two nets, so a machine whose speed drifts slows both alike.
     seconds, cpu_seconds = {name: [] for name in nets}, {name: [] for name in nets}
     for _ in range(args.repeats):
         for name, net in nets.items():
-            wall, cpu = net.steps(args.steps, images, labels, augment, settings.seed, settings.bf16)
+            wall, cpu = net.steps(args.steps, images, labels, settings.seed, settings.bf16)
             seconds[name].append(wall)
             cpu_seconds[name].append(cpu)
     if args.peak_size:  # before and after the rounds: the better of the two is the ceiling
@@ -110,10 +118,9 @@ def bench_train(args):
                                           "threads": torch.get_num_threads(),
                                           "tflop_per_s_before_after": [p[0] for p in peaks],
                                           "tflop_per_cpu_s_before_after": [p[1] for p in peaks]}
-    x = augment(images[:1].to(dev0), batch_generator(0, 0, 0))
     for name, net in nets.items():
         per_step = [s / args.steps for s in seconds[name]]
-        flops = forward_flops(net.model, x)
+        flops = forward_flops(net.model, net.augment(images[:1].to(dev0), batch_generator(0, 0, 0)))
         row = {"images_per_s": args.batch_size / statistics.median(per_step),
                "images_per_s_best": args.batch_size / min(per_step),
                "seconds_per_step": per_step, "cpu_seconds_per_step": [s / args.steps for s in cpu_seconds[name]],
@@ -131,7 +138,7 @@ def bench_train(args):
         if peak:
             row["fraction_of_peak"] = row["train_tflop_per_s"] / peak
             row["peak_tflop_per_s_assumed"] = peak
-        row.update(step_counts(net, images, labels, augment, settings))
+        row.update(step_counts(net, images, labels, settings))
         result[name] = row
     result["speedup"] = result["ours"]["images_per_s"] / result["torchvision_alexnet"]["images_per_s"]
     result["speedup_per_round"] = [b / a for a, b in zip(seconds["ours"], seconds["torchvision_alexnet"])]
@@ -147,13 +154,13 @@ def bench_train(args):
     return result
 
 
-def step_counts(net, images, labels, augment, settings):
+def step_counts(net, images, labels, settings):
     """ops_per_step (with the ten most frequent) of one more training step, and for our net the bytes its links carried."""
     traffic = getattr(net.model, "traffic", None)
     if traffic is not None:
         traffic.reset()
     with OpCounter() as counter:
-        net.steps(1, images, labels, augment, settings.seed, settings.bf16)
+        net.steps(1, images, labels, settings.seed, settings.bf16)
     row = {"ops_per_step": counter.total(), "most_frequent_ops": dict(counter.ops.most_common(10))}
     if traffic is not None:
         row["link_bytes_per_step"] = traffic.total()

@@ -47,13 +47,33 @@ def one_thread():
         torch.set_num_threads(old)
 
 
-def _empty_patches(n, size, channels_last):
-    """Float output N x 3 x size x size in the layout asked for, and its N x size x size x 3 view to write into."""
+def _empty_patches(n, size, channels_last, pad=0):
+    """Float output N x 3 x (size+pad) x (size+pad) in the layout asked for, with `pad` zero rows and columns at
+    the bottom and right, and its N x size x size x 3 view of the patches to write into."""
+    full = size + pad
     if channels_last:
-        hwc = torch.empty(n, size, size, 3)
-        return hwc.permute(0, 3, 1, 2), hwc
-    out = torch.empty(n, 3, size, size)
-    return out, out.permute(0, 2, 3, 1)
+        hwc = torch.empty(n, full, full, 3)
+        out = hwc.permute(0, 3, 1, 2)
+    else:
+        out = torch.empty(n, 3, full, full)
+        hwc = out.permute(0, 2, 3, 1)
+    if pad:  # the zeros only where they go, as the net's own PadRightBottom
+        hwc[:, size:].zero_()
+        hwc[:, :size, size:].zero_()
+    return out, hwc[:, :size, :size]
+
+
+def _check_pad(pad, where):
+    """`pad` if it is an integer >= 0, else a ValueError."""
+    if not (isinstance(pad, int) and pad >= 0):
+        raise ValueError(f"{where}: pad must be an integer >= 0 (zero rows and columns at the bottom and right); "
+                         f"got {pad!r}")
+    return pad
+
+
+def _padded(x, pad):
+    """N x 3 x H x W `x` with `pad` zero rows below and columns to the right (the gather path's padding)."""
+    return torch.nn.functional.pad(x, (0, pad, 0, pad)) if pad else x
 
 
 def mean_in_layout(mean, channels_last):
@@ -159,8 +179,9 @@ class TrainPatch:
     """
 
     def __init__(self, mean_image, eigval, eigvec, size=224, colour_noise="sqrt", noise_std=0.1,
-                 flip=True, channels_last=False, path="auto", mean_crop="position", rescale=False, crop_chunk=1):
-        """The augmentation of section 4.1 (see the class docstring); `path` picks gather or slices (module docstring)."""
+                 flip=True, channels_last=False, path="auto", mean_crop="position", rescale=False, crop_chunk=1, pad=0):
+        """The augmentation of section 4.1 (see the class docstring); `path` picks gather or slices (module docstring);
+        `pad` zero rows and columns at the bottom and right (AlexNet's conv1 padding, written with the patch)."""
         if colour_noise not in ("sqrt", "eigval", None):
             raise ValueError(f"colour_noise must be 'sqrt', 'eigval' or None, got {colour_noise!r}")
         check_path(path, "TrainPatch")
@@ -172,6 +193,7 @@ class TrainPatch:
         self._cpu_means = None  # (mean image, its reflection) for the slices path, made on first use
         self._device_means = {}  # device -> the mean image there, for the gather path
         self.size, self.flip, self.channels_last, self.path = size, flip, channels_last, path
+        self.pad = _check_pad(pad, "TrainPatch")
         self.noise_std, self.colour_noise = noise_std, colour_noise
         eigval = torch.as_tensor(eigval, dtype=torch.float64)
         scale = {"sqrt": eigval.sqrt(), "eigval": eigval, None: torch.zeros(3, dtype=torch.float64)}[colour_noise]
@@ -234,14 +256,14 @@ class TrainPatch:
             x = _gather(images, rows, cols).float() - mean[rows[:, :, None], cols[:, None, :]]
         if shift is not None:
             x += shift_here[:, None, None, :]
-        return _to_nchw(x, self.channels_last)
+        return _padded(_to_nchw(x, self.channels_last), self.pad)
 
     def _slices(self, images, oy, ox, flip, shift):
         """The slices path (CPU): per-image slices written into one preallocated output (equal to the gather's)."""
         if self._cpu_means is None:
             self._cpu_means = mean_in_layout(self.mean_image, self.channels_last)
         centre = centre_crop(self._cpu_means[0], self.size) if self.mean_crop == "centre" else None
-        out, hwc = _empty_patches(images.shape[0], self.size, self.channels_last)
+        out, hwc = _empty_patches(images.shape[0], self.size, self.channels_last, self.pad)
         with one_thread():
             for n, (top, left, flipped) in enumerate(zip(oy.tolist(), ox.tolist(), flip.tolist())):
                 if centre is not None:
@@ -256,9 +278,11 @@ class TrainPatch:
 class CentrePatch:
     """The central patch minus the mean image there (per-epoch validation; no randomness)."""
 
-    def __init__(self, mean_image, size=224, channels_last=False, path="auto"):
-        """The centre `size` patch; `path`: "gather" (one kernel chain, the GPU's) or "slices" (CPU), as TrainPatch."""
+    def __init__(self, mean_image, size=224, channels_last=False, path="auto", pad=0):
+        """The centre `size` patch; `path`: "gather" (one kernel chain, the GPU's) or "slices" (CPU), and `pad`, as
+        TrainPatch."""
         check_path(path, "CentrePatch")
+        self.pad = _check_pad(pad, "CentrePatch")
         self.mean_image = torch.as_tensor(mean_image, dtype=torch.float32)
         self._device_means = {}
         self.size, self.channels_last, self.path = size, channels_last, path
@@ -270,7 +294,7 @@ class CentrePatch:
         _check_batch(images, "CentrePatch")
         t, l, s = self.top, self.left, self.size
         if resolve_path(self.path, images, "CentrePatch") == "slices":
-            out, hwc = _empty_patches(images.shape[0], s, self.channels_last)
+            out, hwc = _empty_patches(images.shape[0], s, self.channels_last, self.pad)
             # Convert, then subtract: one torch.sub of uint8 and float takes torch's unvectorised
             # casting loop, 1.5x slower on the CPU than these two passes (results/benchmarks.md).
             hwc.copy_(images[:, t:t + s, l:l + s, :])
@@ -280,7 +304,7 @@ class CentrePatch:
             self._device_means[str(images.device)] = self.mean_image.to(images.device)
         mean = self._device_means[str(images.device)]
         x = images[:, t:t + s, l:l + s, :].float() - mean[t:t + s, l:l + s, :]
-        return _to_nchw(x, self.channels_last)
+        return _padded(_to_nchw(x, self.channels_last), self.pad)
 
 
 def batch_generator(seed, epoch, step, rank=0):

@@ -59,6 +59,9 @@ CONV3_5 = ("conv3", "conv4", "conv5")
 # layout, where max-pooling ran 13x faster than in NCHW (32 x 48 x 55 x 55, one thread) and the
 # convolutions need no reorders. The same function; only the memory order of the activations differs.
 CPU_MEMORY_FORMAT = torch.channels_last
+# conv1's zero padding at the bottom and right of the paper's 224 patches (the authors' code rounded its
+# output size up: 55): the net takes 224 x 224 patches, or 227 x 227 ones with the padding in place.
+INPUT_PADDING = 3
 
 
 def _pooled(size, kernel, stride):
@@ -91,13 +94,17 @@ class PadRightBottom(nn.Module):
     of 224 x 224, the whole step of the quarter-width net being about 300 ms.
     """
 
-    def __init__(self, p):
-        """Pad p zero rows at the bottom and p zero columns at the right."""
+    def __init__(self, p, size):
+        """Pad p zero rows at the bottom and p zero columns at the right of `size` x `size` inputs."""
         super().__init__()
-        self.p = p
+        self.p, self.size = p, size
 
     def forward(self, x):
-        """Return x with p zero rows below and p zero columns to its right."""
+        """Return x with p zero rows below and p zero columns to its right; a (size + p) input as it is."""
+        if x.shape[-1] == self.size + self.p:
+            # Already padded (the CPU's TrainPatch and CentrePatch write their patches into the padded batch,
+            # channels_last, which saves this copy); a 227 crop of real pixels is conv1's input just as well.
+            return x.contiguous(memory_format=CPU_MEMORY_FORMAT) if x.device.type == "cpu" else x
         if x.device.type != "cpu":  # elsewhere F.pad, which keeps the input's layout
             return F.pad(x, (0, self.p, 0, self.p))
         n, c, h, w = x.shape
@@ -125,7 +132,7 @@ def _make_layers(m, spec, parts, lrn, pool, input_size, dropout, lrn1_input, cno
     lrn_groups = spec["conv2"][3] if parts == 1 else 1  # the one-device layout holds both columns
     # The authors' code took 224 crops and rounded conv1's output size up: the last filter row and
     # column hang 3 px over zeros at the bottom and right, i.e. zero padding (0, 3, 0, 3) -> 55.
-    m.pad1 = PadRightBottom(3) if input_size == 224 else nn.Identity()
+    m.pad1 = PadRightBottom(INPUT_PADDING, input_size) if input_size == 224 else nn.Identity()
     cin, cout, g = split("conv1")
     m.conv1 = nn.Conv2d(cin, cout, 11, stride=4, groups=g)                    # 55 x 55
     # The released code normalises conv1's linear output and applies the ReLU after pool1 (the same
@@ -220,6 +227,7 @@ class AlexNet(nn.Module):
             raise ValueError(f"AlexNet: init_std_conv3_5 must be > 0 (0.03: the released code, 0.01: the paper's "
                              f"text); got {init_std_conv3_5!r}")
         self.num_classes, self.width, self.input_size = num_classes, float(width), input_size
+        self.input_padding = INPUT_PADDING if input_size == 224 else 0  # what a patch may already carry
         self.lrn, self.pooling, self.variant = lrn, pooling, variant
         self.bias_init, self.dropout, self.init_std = float(bias_init), float(dropout), float(init_std)
         self.init_std_conv3_5, self.lrn1_input = float(init_std_conv3_5), lrn1_input
@@ -318,7 +326,9 @@ class AlexNet(nn.Module):
     def _check_input(self, x):
         """Raise TypeError / ValueError naming what was expected when `x` is not a batch this net takes."""
         size = self.input_size
-        expected = f"a float batch N x 3 x {size} x {size} on {self.devices[0]}"
+        padded = size + self.input_padding
+        expected = (f"a float batch N x 3 x {size} x {size}" + (f" (or {padded} x {padded}, conv1's padding in place)"
+                                                                 if self.input_padding else "") + f" on {self.devices[0]}")
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"AlexNet expects {expected}; got {type(x).__name__}")
         if x.dim() != 4:
@@ -327,7 +337,7 @@ class AlexNet(nn.Module):
         if x.shape[1] != 3:
             raise ValueError(f"AlexNet expects {expected}; got {x.shape[1]} channels (shape {tuple(x.shape)}); "
                              "pass N x C x H x W RGB")
-        if tuple(x.shape[2:]) != (size, size):
+        if tuple(x.shape[2:]) not in ((size, size), (padded, padded)):
             raise ValueError(f"AlexNet expects {expected}; got {x.shape[2]} x {x.shape[3]} images "
                              f"(this net was built with input_size={size})")
         if not x.is_floating_point():
