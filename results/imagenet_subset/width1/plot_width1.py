@@ -2,8 +2,10 @@
 
 python results/imagenet_subset/width1/plot_width1.py   # writes width1_curves.png and prints the per-epoch table
 """
+import glob
 import json
 import os
+import re
 
 import matplotlib
 
@@ -25,7 +27,7 @@ def lines(path):
 
 
 def main():
-    """Plot validation error per epoch and training loss per step; print one table row per run and epoch."""
+    """Plot val error per epoch, ten-view tests and training loss per step; print a table row per run and epoch."""
     fig, (ax_val, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
     for name, label in RUNS:
         epochs = lines(os.path.join(HERE, name, "log.jsonl"))
@@ -34,7 +36,15 @@ def main():
             batch = json.load(f)["batch_size"]
         per_epoch = -(-epochs[0]["train_images"] // batch) if epochs else 1  # the last batch of an epoch is partial
         if epochs:
-            ax_val.plot([e["epoch"] for e in epochs], [100 * e["val_top1_error"] for e in epochs], "o-", label=label)
+            line, = ax_val.plot([e["epoch"] for e in epochs], [100 * e["val_top1_error"] for e in epochs], "o-",
+                                label=label + " (centre)")
+            # ten-view tests, one file per tested epoch: eval_epoch<N>.json
+            tested = sorted((int(re.search(r"eval_epoch(\d+)", f).group(1)), f)
+                            for f in glob.glob(os.path.join(HERE, name, "eval_epoch*.json")))
+            if tested:
+                errors = [100 * json.load(open(f))["top1_error"] for _, f in tested]
+                ax_val.plot([e for e, _ in tested], errors, "*", ms=12, color=line.get_color(),
+                            label=label + " (ten views)")
         if steps:
             ax_loss.plot([s["step"] / per_epoch for s in steps], [s["loss"] for s in steps], label=label, lw=1)
         for e in epochs:
@@ -42,7 +52,7 @@ def main():
             print(f"| {name} | {e['epoch']} | {e['train_loss']:.3f} | {100 * e['val_top1_error']:.2f} | "
                   f"{'' if top5 is None else f'{100 * top5:.2f}'} | {e['images_per_s']:.1f} | {e['lr']:g} |")
     ax_val.axhline(90, color="grey", ls=":", label="chance (90 %)")
-    ax_val.set(xlabel="epoch", ylabel="val top-1 error, centre patch (%)", title="Imagewoof, width 1")
+    ax_val.set(xlabel="epoch", ylabel="val top-1 error (%)", title="Imagewoof, width 1")
     ax_loss.set(xlabel="epoch (steps / steps per epoch)", ylabel="training loss (mean of 10 steps)",
                 title="training loss")
     ax_val.legend(fontsize=7)
