@@ -28,7 +28,7 @@ def lines(path):
 
 def main():
     """Plot val error per epoch, ten-view tests and training loss per step; print a table row per run and epoch."""
-    fig, (ax_val, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_val, ax_loss) = plt.subplots(1, 2, figsize=(11, 5))
     for name, label in RUNS:
         epochs = lines(os.path.join(HERE, name, "log.jsonl"))
         steps = lines(os.path.join(HERE, name, "steps.jsonl"))
@@ -55,7 +55,7 @@ def main():
     ax_val.set(xlabel="epoch", ylabel="val top-1 error (%)", title="Imagewoof, width 1")
     ax_loss.set(xlabel="epoch (steps / steps per epoch)", ylabel="training loss (mean of 10 steps)",
                 title="training loss")
-    ax_val.legend(fontsize=7)
+    ax_val.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax_loss.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(HERE, "width1_curves.png"), dpi=110)
