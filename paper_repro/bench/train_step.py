@@ -42,15 +42,16 @@ def training_setup(flags, num_classes, stats):
 
 
 def plain_patches(settings, stats):
-    """The same augmentation as 224 x 224 patches in the flags' layout (torchvision's AlexNet pads conv1 itself)."""
+    """The same augmentation, unpadded, in the flags' layout (torchvision's AlexNet pads conv1 itself)."""
     return TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=settings.input_size,
                       colour_noise=settings.colour_noise_scale if settings.colour_noise else None,
                       noise_std=settings.colour_noise_std, channels_last=settings.channels_last,
-                      mean_crop=settings.mean_crop, rescale=settings.colour_noise_rescale, crop_chunk=settings.crop_chunk)
+                      mean_crop=settings.mean_crop, rescale=settings.colour_noise_rescale,
+                      crop_chunk=settings.crop_chunk)
 
 
 class _Trainee:
-    """One net in the training benchmark: its model, optimizer and step counter, stepped by engine.train_step."""
+    """One net in the training benchmark: model, optimizer, its patches and step counter, stepped by train_step."""
 
     def __init__(self, model, optimizer, devices, augment):
         self.model, self.optimizer, self.devices, self.step_index = model, optimizer, devices, 0
@@ -69,7 +70,7 @@ class _Trainee:
 
 
 def bench_train(args):
-    """engine.train_step of our net vs torchvision.models.alexnet: same batch, augmentation, optimizer and device."""
+    """engine.train_step of our net vs torchvision.models.alexnet: same batch, draws, optimizer and device."""
     flags = ["--gpus", args.gpus, "--batch-size", str(args.batch_size), "--width", str(args.width)]
     flags += ["--bf16"] * args.bf16 + ["--channels-last"] * args.channels_last + ["--no-tf32"] * (not args.tf32)
     flags += ["--no-keep-freed-memory"] * (not args.keep_freed_memory)

@@ -168,7 +168,8 @@ def draws_to(packed, device):
 class TrainPatch:
     """Random patch, horizontal flip (p=0.5), PCA colour noise, minus the mean image.
 
-    Output: float32 N x 3 x size x size on the 0-255 scale, on the batch's device.
+    Output: float32 N x 3 x size x size on the 0-255 scale, on the batch's device ((size + pad) square with
+    `pad`: zero rows and columns at the bottom and right).
     colour_noise: "sqrt" adds eigvec @ (a * sqrt(eigval)) (the authors' code), "eigval" adds
     eigvec @ (a * eigval) (the paper's words taken literally), None adds nothing; a ~ N(0, noise_std)
     per image per use. mean_crop: "position" subtracts the mean image at the patch's place (the
@@ -290,7 +291,7 @@ class CentrePatch:
         self.top, self.left = (h - size) // 2, (w - size) // 2
 
     def __call__(self, images, generator=None):
-        """Centre patch of a uint8 N x 256 x 256 x 3 batch as float N x 3 x size x size."""
+        """Centre patch of a uint8 N x 256 x 256 x 3 batch as float N x 3 x size x size (+ `pad`, as TrainPatch)."""
         _check_batch(images, "CentrePatch")
         t, l, s = self.top, self.left, self.size
         if resolve_path(self.path, images, "CentrePatch") == "slices":

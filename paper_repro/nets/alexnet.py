@@ -102,7 +102,7 @@ class PadRightBottom(nn.Module):
 
     def forward(self, x):
         """Return x with p zero rows below and p zero columns to its right; a (size + p) input as it is."""
-        if x.shape[-1] == self.size + self.p:
+        if tuple(x.shape[-2:]) == (self.size + self.p,) * 2:
             # Already padded (the CPU's TrainPatch and CentrePatch write their patches into the padded batch,
             # channels_last, which saves this copy); a 227 crop of real pixels is conv1's input just as well.
             return x.contiguous(memory_format=CPU_MEMORY_FORMAT) if x.device.type == "cpu" else x

@@ -224,14 +224,14 @@ class _SameMapFunction(torch.autograd.Function):
         dtype = torch.promote_types(x.dtype, torch.float32)
         a = x.to(dtype)
         s, r, y = torch.empty_like(a), torch.empty_like(a), torch.empty_like(a)
-        kt = a.new_tensor(k)
         chunks = _chunks(a)
         squares = torch.empty_like(a[chunks[0]])
         for b in chunks:
             q = torch.mul(a[b], a[b], out=squares[:a[b].shape[0]])
             # avg_pool2d with count_include_pad divides every window's sum by size^2: cuda-convnet's
-            # scale/size^2, and zero padding is its clipped window.
-            torch.add(kt, _box(q, size), alpha=scale, out=s[b])
+            # scale/size^2, and zero padding is its clipped window. k is added as a Python number: a
+            # tensor made from it on a GPU would be a host-to-device copy in every step.
+            torch.mul(_box(q, size), scale, out=s[b]).add_(k)
             torch.mul(_inverse_power(s[b], power, r[b]), a[b], out=y[b])
         ctx.save_for_backward(a, s, r)
         ctx.norm = (size, scale, power, x.dtype)
