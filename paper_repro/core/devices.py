@@ -12,6 +12,11 @@ HELP = (
 )
 
 
+def all_cpu(devices):
+    """Whether every one of `devices` (strings or torch.device) is the CPU."""
+    return all(str(d).startswith("cpu") for d in devices)
+
+
 def help_text(on_cpu):
     """--gpus's help for a command whose layout without GPUs is `on_cpu` (the rule is every command's)."""
     return HELP + (f" A spec given is used as given, or refused if this machine lacks a device it names. Without "

@@ -45,7 +45,7 @@ CPU_CHUNK_BYTES = 5 * 2**19
 # at 24 x 55 x 55, 109 -> 80 ms at 48 x 55 x 55, 202 -> 185 ms at 96 x 55 x 55, 33 -> 27 ms at 64 x 27 x 27,
 # but 65 -> 62 ms at 128 x 27 x 27 and 125 -> 159 ms at 256 x 27 x 27, where the band's zeros cost more.
 BAND_GEMM_MAX_CHANNELS = 96
-_DOUBLE_BACKWARD = ("local_response_norm is differentiable once: its fused backward cannot build a graph "
+_DOUBLE_BACKWARD = ("{op} is differentiable once: its fused backward cannot build a graph "
                     "(create_graph=True, double backward, is not supported)")
 
 
@@ -147,7 +147,7 @@ class _LRNFunction(torch.autograd.Function):
         # back a gradient detached from x whenever the incoming gradient is a constant, silently
         # dropping the LRN's share of a second derivative.
         if torch.is_grad_enabled():
-            raise RuntimeError(_DOUBLE_BACKWARD)
+            raise RuntimeError(_DOUBLE_BACKWARD.format(op="local_response_norm"))
         a, s, r = ctx.saved_tensors
         size, alpha, beta, groups, dtype, relu = ctx.lrn
         da = torch.empty_like(a)
@@ -241,7 +241,7 @@ class _SameMapFunction(torch.autograd.Function):
     def backward(ctx, grad):
         """da_j = g_j r_j - 2 power scale a_j box(g a r / s)_j (the window is symmetric: its transpose is itself)."""
         if torch.is_grad_enabled():
-            raise RuntimeError(_DOUBLE_BACKWARD.replace("local_response_norm", "same_map_norm"))
+            raise RuntimeError(_DOUBLE_BACKWARD.format(op="same_map_norm"))
         a, s, r = ctx.saved_tensors
         size, scale, power, dtype = ctx.norm
         da = torch.empty_like(a)

@@ -6,6 +6,7 @@ import warnings
 import torch
 
 from paper_repro.core.cli import UsageError
+from paper_repro.core.devices import all_cpu
 from paper_repro.data.augment import CentrePatch, TrainPatch
 from paper_repro.data.cifar_views import train_transforms
 from paper_repro.nets.alexnet import AlexNet
@@ -118,8 +119,7 @@ def make_transforms(args, stats, model):
         # On the CPU, where the net computes in channels_last, the patches are written straight into a
         # channels_last batch with conv1's zero padding in place: one copy of the batch fewer per step
         # (training: 91 -> 75 ms a batch of 128, validation 109 -> 41 ms; one thread, results/benchmarks.md).
-        on_cpu = all(str(d).startswith("cpu") for d in model.devices)
-        layout = (dict(channels_last=True, pad=model.input_padding) if on_cpu
+        layout = (dict(channels_last=True, pad=model.input_padding) if all_cpu(model.devices)
                   else dict(channels_last=args.channels_last))
         return (TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=args.input_size,
                            colour_noise=colour, noise_std=args.colour_noise_std, **layout, **options),

@@ -15,6 +15,8 @@ import ctypes
 import ctypes.util
 import platform
 
+from paper_repro.core.devices import all_cpu
+
 # mallopt parameters of glibc's <malloc.h>.
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
@@ -37,7 +39,7 @@ def keep_freed_memory(devices, enabled=True, mallopt=None):
     """
     if not enabled:
         return {"keep_freed_memory": False, "why": "--no-keep-freed-memory"}
-    if any(not str(d).startswith("cpu") for d in devices):
+    if not all_cpu(devices):
         # On a GPU the big tensors live in CUDA's caching allocator already; host malloc is left alone.
         return {"keep_freed_memory": False, "why": "GPU run: CUDA's caching allocator holds the tensors"}
     mallopt = _glibc_mallopt() if mallopt is None else mallopt
