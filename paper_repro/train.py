@@ -248,7 +248,8 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
                                device=device)
     val_loader = BatchLoader(val_store, split_order(len(val_store), rank, world_size), batch, workers=workers,
                              pin_memory=on_gpu, decode=args.decode, device=device)
-    augment, centre = make_transforms(args, stats, model)  # TrainPatch, CentrePatch; a CIFAR net's own data path
+    # TrainPatch, CentrePatch (or a CIFAR net's own data path); without loader workers the patches take every thread
+    augment, centre = make_transforms(args, stats, model, train_loader.workers)
     augment.noise_on = state.schedule.colour_noise  # the released schedule switches it off near the end
     stall = StallCheck(num_classes, args.stall_steps)
 

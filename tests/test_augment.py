@@ -149,6 +149,37 @@ def test_one_thread_restores_the_thread_count_even_on_error():
     assert torch.get_num_threads() == before
 
 
+class _ThreadsSeen(TorchDispatchMode):
+    """Records torch's intra-op thread count at every op run under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.add(torch.get_num_threads())
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("channels_last,pad", [(False, 0), (True, 3)])
+def test_all_threads_cuts_with_every_thread_and_gives_the_one_threads_numbers(channels_last, pad):
+    images = torch.randint(0, 256, (6, 40, 40, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    mean = np.random.default_rng(2).uniform(0, 255, (40, 40, 3)).astype(np.float32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = {}
+        for all_threads in (False, True):
+            patch = TrainPatch(mean, EIGVAL, EIGVEC, size=32, channels_last=channels_last, pad=pad,
+                               all_threads=all_threads)
+            with _ThreadsSeen() as mode:
+                out[all_threads] = patch(images, batch_generator(0, 0, 3))
+            assert mode.seen == ({2} if all_threads else {1, 2})  # one thread only around the per-image cuts
+        assert torch.equal(out[True], out[False])
+    finally:
+        torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------- the gather path, run on CPU tensors
 
 

@@ -222,6 +222,8 @@ def test_a_cpu_runs_patches_carry_conv1s_padding_and_give_the_same_step():
     net = AlexNet(devices=("cpu", "cpu"), **SMALL)
     augment, centre = make_transforms(args, stats, net)
     assert (augment.pad, augment.channels_last, centre.pad, centre.channels_last) == (3, True, 3, True)
+    # every thread cuts the patches only where no loader worker decodes beside them
+    assert [make_transforms(args, stats, net, w)[0].all_threads for w in (None, 2, 0)] == [False, False, True]
     x, v = augment(images, batch_generator(0, 0, 0)), centre(images)
     assert x.shape == v.shape == (4, 3, 227, 227) and x.is_contiguous(memory_format=torch.channels_last)
     plain = TrainPatch(mean, eigval, eigvec, colour_noise=augment.colour_noise, mean_crop=args.mean_crop,

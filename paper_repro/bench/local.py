@@ -106,7 +106,7 @@ def bench_local(args):
         for name, net in (("ours", ours), ("plain", plain)):
             optimizer = make_optimizer(net, settings)
             apply_learning_rates(optimizer, make_schedule(settings), settings.lr, settings.bias_lr_fixed)
-            augment, _ = make_transforms(settings, stats, net)
+            augment, _ = make_transforms(settings, stats, net, loader_workers=0)
             counter = iter(range(10 ** 9))
 
             def step(net=net, optimizer=optimizer, augment=augment, counter=counter):

@@ -37,17 +37,17 @@ def training_setup(flags, num_classes, stats):
     seed_dropout(settings.seed, 0, devices)
     optimizer = make_optimizer(model, settings)
     apply_learning_rates(optimizer, make_schedule(settings), settings.lr, settings.bias_lr_fixed)
-    augment, _ = make_transforms(settings, stats, model)
+    augment, _ = make_transforms(settings, stats, model, loader_workers=0)  # as on a raw store, read in-process
     return settings, devices, precision, model, optimizer, augment
 
 
 def plain_patches(settings, stats):
-    """The same augmentation, unpadded, in the flags' layout (torchvision's AlexNet pads conv1 itself)."""
+    """The same augmentation, unpadded, in the flags' layout (torchvision's AlexNet pads conv1 itself), all threads."""
     return TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=settings.input_size,
                       colour_noise=settings.colour_noise_scale if settings.colour_noise else None,
                       noise_std=settings.colour_noise_std, channels_last=settings.channels_last,
                       mean_crop=settings.mean_crop, rescale=settings.colour_noise_rescale,
-                      crop_chunk=settings.crop_chunk)
+                      crop_chunk=settings.crop_chunk, all_threads=True)
 
 
 class _Trainee:

@@ -177,10 +177,13 @@ class TrainPatch:
     rescale: while colour noise is on, divide the patch by 1 + noise_std (the released code, so the
     noisy training inputs keep the test inputs' scale). crop_chunk: consecutive images sharing one
     offset and flip (the released code's 32). noise_on: switched off by the released schedule.
+    all_threads: the slices path cuts with torch's intra-op threads instead of one (for a loader without
+    worker processes, whose cores are otherwise idle while it cuts); the same numbers either way.
     """
 
     def __init__(self, mean_image, eigval, eigvec, size=224, colour_noise="sqrt", noise_std=0.1,
-                 flip=True, channels_last=False, path="auto", mean_crop="position", rescale=False, crop_chunk=1, pad=0):
+                 flip=True, channels_last=False, path="auto", mean_crop="position", rescale=False, crop_chunk=1, pad=0,
+                 all_threads=False):
         """The augmentation of section 4.1 (see the class docstring); `path` picks gather or slices (module docstring);
         `pad` zero rows and columns at the bottom and right (AlexNet's conv1 padding, written with the patch)."""
         if colour_noise not in ("sqrt", "eigval", None):
@@ -190,6 +193,7 @@ class TrainPatch:
         if not (isinstance(crop_chunk, int) and crop_chunk >= 1):
             raise ValueError(f"TrainPatch: crop_chunk must be an integer >= 1; got {crop_chunk!r}")
         self.mean_crop, self.rescale, self.crop_chunk, self.noise_on = mean_crop, bool(rescale), crop_chunk, True
+        self.all_threads = bool(all_threads)
         self.mean_image = torch.as_tensor(mean_image, dtype=torch.float32)
         self._cpu_means = None  # (mean image, its reflection) for the slices path, made on first use
         self._device_means = {}  # device -> the mean image there, for the gather path
@@ -265,7 +269,9 @@ class TrainPatch:
             self._cpu_means = mean_in_layout(self.mean_image, self.channels_last)
         centre = centre_crop(self._cpu_means[0], self.size) if self.mean_crop == "centre" else None
         out, hwc = _empty_patches(images.shape[0], self.size, self.channels_last, self.pad)
-        with one_thread():
+        # One thread beside decoding workers; all of them when nothing else runs (batch of 128, two cores:
+        # 46 -> 32 ms, results/benchmarks.md).
+        with contextlib.nullcontext() if self.all_threads else one_thread():
             for n, (top, left, flipped) in enumerate(zip(oy.tolist(), ox.tolist(), flip.tolist())):
                 if centre is not None:
                     cut_patch_centre_mean(images[n], centre, top, left, self.size, flipped, hwc[n])

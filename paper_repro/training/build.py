@@ -110,8 +110,11 @@ def build_cifar_model(args, num_classes, devices):
         raise UsageError(f"--net {args.net}: {e}") from None
 
 
-def make_transforms(args, stats, model):
-    """(training transform, per-epoch validation transform): the paper's patches, or a CIFAR net's data path."""
+def make_transforms(args, stats, model, loader_workers=None):
+    """(training transform, per-epoch validation transform): the paper's patches, or a CIFAR net's data path.
+
+    loader_workers: the training loader's worker processes; with none (a raw store read in this process) the
+    patches are cut with all of torch's threads, else with one beside the workers."""
     colour = args.colour_noise_scale if args.colour_noise else None
     # the recipe's patch options (mean crop, rescale, crop chunk): AlexNet's, and a CIFAR net's "paper" data path
     options = dict(mean_crop=args.mean_crop, rescale=args.colour_noise_rescale, crop_chunk=args.crop_chunk)
@@ -122,7 +125,8 @@ def make_transforms(args, stats, model):
         layout = (dict(channels_last=True, pad=model.input_padding) if all_cpu(model.devices)
                   else dict(channels_last=args.channels_last))
         return (TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], size=args.input_size,
-                           colour_noise=colour, noise_std=args.colour_noise_std, **layout, **options),
+                           colour_noise=colour, noise_std=args.colour_noise_std, all_threads=loader_workers == 0,
+                           **layout, **options),
                 CentrePatch(stats["mean_image"], size=args.input_size, **layout))
     if stats["mean_image"].shape[0] < model.input_size:
         raise UsageError(f"--net {args.net} takes {model.input_size}x{model.input_size} inputs; the store's images are "
