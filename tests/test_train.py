@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data.distributed import DistributedSampler
 
 from paper_repro.data.loader import BatchLoader, epoch_order, shard_order
@@ -328,3 +329,38 @@ def test_a_training_split_smaller_than_one_batch_or_of_one_class_is_one_line(tin
         check_trainable(OneClass(), 128)
     assert str(e.value) == ("image store /stores/one: its train split has one class (n01); a classifier needs at "
                             "least two: rebuild the store from a source with a folder per class")
+
+
+class _MadeFromPythonData(TorchDispatchMode):
+    """Records every tensor made from Python data (aten.lift_fresh: torch.tensor, new_tensor, as_tensor of a list)."""
+
+    def __init__(self):
+        super().__init__()
+        self.made = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.made += func in (torch.ops.aten.lift_fresh.default, torch.ops.aten.lift_fresh_copy.default)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("recipe", ["released-2012", "paper-text"])
+def test_a_step_and_a_validation_make_no_tensor_from_python_data(recipe):
+    # On a GPU a tensor made from Python data is a blocking host-to-device copy: the host waits for the
+    # device every step. The GPU's own code path (the gather patches), run here over CPU tensors.
+    from paper_repro.data.augment import CentrePatch, TrainPatch, batch_generator
+    from paper_repro.training.build import build_model, make_optimizer
+    from paper_repro.training.engine import evaluate_centre, train_step
+    args = parse_args(["--data", "S", "--out", "R", "--recipe", recipe, "--width", "0.125"])
+    model, _ = build_model(args, 10, ("cpu", "cpu"))
+    optimizer = make_optimizer(model, args)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 256, 256, 3), dtype=torch.uint8, generator=gen)
+    labels = torch.tensor([0, 1, 2, 3])
+    mean = torch.rand(256, 256, 3, generator=gen) * 255
+    augment = TrainPatch(mean, [1.0, 0.5, 0.1], torch.eye(3), path="gather", mean_crop=args.mean_crop,
+                         rescale=args.colour_noise_rescale, crop_chunk=args.crop_chunk)
+    centre = CentrePatch(mean, path="gather")
+    with _MadeFromPythonData() as mode:
+        train_step(model, optimizer, images, labels, augment, batch_generator(0, 0, 0), device="cpu")
+        evaluate_centre(model, [(images, labels)], centre, device="cpu", show_progress=False)
+    assert mode.made == 0

@@ -111,7 +111,7 @@ class _LRNFunction(torch.autograd.Function):
         # is then needed by no one): no separate ReLU pass, and no ReLU gradient tensor in the backward.
         a = torch.empty_like(x, dtype=dtype) if relu else x.to(dtype)
         s, r, y = torch.empty_like(a), torch.empty_like(a), torch.empty_like(a)  # laid out like a
-        kt = a.new_tensor(k)
+        kt = a.new_full((), k)  # a fill kernel: new_tensor(k) would be a blocking host-to-device copy on a GPU
         chunks = _chunks(a)
         band = _band(a, size, groups)
         squares = torch.empty_like(a[chunks[0]]) if band is not None else None

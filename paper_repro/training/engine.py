@@ -190,7 +190,8 @@ def evaluate_centre(model, loader, transform, *, device, bf16=False, show_progre
             logits = model(transform(images)).float()
         faults.point("val")
         hits = topk_predictions(logits, k=5) == labels[:, None]  # ties to the lower index, as evaluate
-        sums += torch.stack([torch.tensor(float(len(labels)), dtype=torch.float64, device=device),
+        # torch.full, not torch.tensor: on a GPU that would be a blocking host-to-device copy per batch
+        sums += torch.stack([torch.full((), float(len(labels)), dtype=torch.float64, device=device),
                              (logits.argmax(1) != labels).sum().double(), (~hits.any(1)).sum().double(),
                              F.cross_entropy(logits, labels, reduction="sum").double()])
     n, e1, e5, loss_sum = all_reduce_sum(sums.tolist(), device=device)
