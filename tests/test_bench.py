@@ -82,6 +82,25 @@ def test_train_stage_runs_the_training_code(monkeypatch, capsys):
     assert result["ops_per_step"] == result["ours"]["ops_per_step"] > result["torchvision_alexnet"]["ops_per_step"] > 0
 
 
+@pytest.mark.parametrize("flags,want", [([], ("released-2012", "code", True)),
+                                         (["--recipe", "paper-text", "--lrn", "none"], ("paper-text", "none", False))])
+def test_train_stage_passes_recipe_and_lrn_to_the_training_flags(monkeypatch, flags, want):
+    seen = {}
+
+    class Built(Exception):
+        pass
+
+    def build(settings, num_classes, devices):
+        seen["settings"] = settings
+        raise Built
+
+    monkeypatch.setattr(bench_train_mod, "build_model", build)
+    with pytest.raises(Built):
+        main(get_args_parser().parse_args(["train", "--gpus", "cpu", *TINY, *flags]))
+    settings = seen["settings"]
+    assert (settings.recipe, settings.lrn, settings.cnorm2) == want  # cnorm2: the released recipe's, not the text's
+
+
 def expected_link_bytes(n, width, side=224):
     """Bytes across the links in one training step of the two-column net, from its canonical shapes."""
     shapes = AlexNet(devices=("meta",), width=width).canonical_shapes()

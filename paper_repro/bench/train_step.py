@@ -71,7 +71,8 @@ class _Trainee:
 
 def bench_train(args):
     """engine.train_step of our net vs torchvision.models.alexnet: same batch, draws, optimizer and device."""
-    flags = ["--gpus", args.gpus, "--batch-size", str(args.batch_size), "--width", str(args.width)]
+    flags = ["--gpus", args.gpus, "--batch-size", str(args.batch_size), "--width", str(args.width),
+             "--recipe", args.recipe] + ["--lrn", args.lrn] * (args.lrn is not None)
     flags += ["--bf16"] * args.bf16 + ["--channels-last"] * args.channels_last + ["--no-tf32"] * (not args.tf32)
     flags += ["--no-keep-freed-memory"] * (not args.keep_freed_memory)
     stats = synthetic_stats()
