@@ -1,6 +1,6 @@
 #!/bin/bash
 # Width 1, batch 128, two threads, quiet (width-1 runs SIGSTOPped): the paper-text step with and without its LRN
-# (--lrn none), each beside torchvision's AlexNet in the same run; code c1dd1fc + the LRN fill fix.
+# (--lrn none), each beside torchvision's AlexNet in the same run; code: main at the commit that added bench train --recipe and --lrn.
 cd /work/main
 for lrn in code none; do
   echo "bench train width 1 --lrn $lrn $(date +%T)"
