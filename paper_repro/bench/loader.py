@@ -36,9 +36,10 @@ WHAT = {
 def _ours(store, args, dev, raw_workers=0):
     """(batches, make_input) of our pipeline on `store`: BatchLoader, then TrainPatch on the device."""
     stats = load_stats(store.root)
-    patch = TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"])
     loader = BatchLoader(store, epoch_order(len(store), 0, 0), args.batch_size, workers=args.workers,
                          pin_memory=dev.type == "cuda", drop_last=True, raw_workers=raw_workers)
+    # as the training command: every thread cuts the patches where no worker process runs beside them
+    patch = TrainPatch(stats["mean_image"], stats["pca_eigval"], stats["pca_eigvec"], all_threads=loader.workers == 0)
     step = [0]
 
     def make_input(batch):
