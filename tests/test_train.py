@@ -346,7 +346,7 @@ class _MadeFromPythonData(TorchDispatchMode):
 @pytest.mark.parametrize("recipe", ["released-2012", "paper-text"])
 def test_a_step_and_a_validation_make_no_tensor_from_python_data(recipe):
     # On a GPU a tensor made from Python data is a blocking host-to-device copy: the host waits for the
-    # device every step. The GPU's own code path (the gather patches), run here over CPU tensors.
+    # device every step. The patches take the GPU's path (gather) here; the net's LRN runs its CPU branch.
     from paper_repro.data.augment import CentrePatch, TrainPatch, batch_generator
     from paper_repro.training.build import build_model, make_optimizer
     from paper_repro.training.engine import evaluate_centre, train_step

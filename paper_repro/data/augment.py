@@ -37,8 +37,8 @@ def _to_nchw(x, channels_last):
 
 @contextlib.contextmanager
 def one_thread():
-    """Run the block with one intra-op thread: per-image ops are too small to gain from more, and on a
-    machine whose cores are busy decoding, waiting for a second thread costs more than it saves."""
+    """Run the block with one intra-op thread: beside worker processes that keep the cores busy decoding,
+    waiting for a second thread costs more than it saves (with the cores idle, more threads pay: all_threads)."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -18,7 +18,7 @@ generator, as the project's other transforms, so a resumed run replays it exactl
 """
 import torch
 
-from paper_repro.data.augment import CentrePatch, TrainPatch
+from paper_repro.data.augment import CentrePatch, TrainPatch, draws_to
 from paper_repro.data.views import TenViews
 
 INPUTS = ("convnet-crops", "whole", "paper")
@@ -36,10 +36,12 @@ def _check(images, size, where):
 def _cut(images, mean, top, left, flip, size):
     """images[n, top[n]:+size, left[n]:+size], reflected where flip[n], minus `mean` (S x S x 3): N x 3 x S x S."""
     n = images.shape[0]
+    # The CPU draws reach the device in one copy that does not block the host (draws_to)
+    top, left, flip = draws_to(torch.stack([top.long(), left.long(), flip.long()]), images.device)
     ramp = torch.arange(size, device=images.device)
-    rows = top.to(images.device)[:, None] + ramp
-    cols = left.to(images.device)[:, None] + ramp
-    cols = torch.where(flip.to(images.device)[:, None], cols.flip(1), cols)
+    rows = top[:, None] + ramp
+    cols = left[:, None] + ramp
+    cols = torch.where(flip[:, None] != 0, cols.flip(1), cols)
     idx = torch.arange(n, device=images.device)
     patches = images[idx[:, None, None], rows[:, :, None], cols[:, None, :]].float()  # N x S x S x 3
     # Not reflected with the crop: cuda-convnet flips the crop, then subtracts the (centre) mean (convdata.py l.85).

@@ -113,8 +113,9 @@ def build_cifar_model(args, num_classes, devices):
 def make_transforms(args, stats, model, loader_workers=None):
     """(training transform, per-epoch validation transform): the paper's patches, or a CIFAR net's data path.
 
-    loader_workers: the training loader's worker processes; with none (a raw store read in this process) the
-    patches are cut with all of torch's threads, else with one beside the workers."""
+    loader_workers: the training loader's worker processes; with none (a raw store, or any store with
+    --workers 0, read in this process) AlexNet's training patches are cut with all of torch's threads, else
+    with one beside the workers (a CIFAR net's data path keeps one either way)."""
     colour = args.colour_noise_scale if args.colour_noise else None
     # the recipe's patch options (mean crop, rescale, crop chunk): AlexNet's, and a CIFAR net's "paper" data path
     options = dict(mean_crop=args.mean_crop, rescale=args.colour_noise_rescale, crop_chunk=args.crop_chunk)
