@@ -262,16 +262,19 @@ def test_draws_pack_into_one_tensor_and_unpack_unchanged():
 
 
 class _Copies(TorchDispatchMode):
-    """Records the devices of every _to_copy (CPU -> device copies show up here, not as copy_)."""
+    """Records the devices of every _to_copy (CPU -> device copies show up here, not as copy_), and apart, whether
+    each copy to another device was asked not to block the host."""
 
     def __init__(self):
         super().__init__()
-        self.copies = []
+        self.copies, self.non_blocking = [], []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func is torch.ops.aten._to_copy.default:
             self.copies.append((str(args[0].device), str(out.device), tuple(args[0].shape)))
+            if args[0].device != out.device:
+                self.non_blocking.append(bool((kwargs or {}).get("non_blocking", False)))
         return out
 
 

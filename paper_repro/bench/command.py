@@ -11,6 +11,7 @@ from paper_repro.bench.lrn import bench_lrn
 from paper_repro.bench.train_step import bench_train
 from paper_repro.core.atomic import print_json
 from paper_repro.core.recipe import DEFAULT_RECIPE, RECIPES
+from paper_repro.training.settings import LRN_CHOICES
 
 PROG = "python -m paper_repro.bench"
 DESCRIPTION = """python -m paper_repro.bench {train,loader,eval,lrn,local}: our speed beside a user's baseline.
@@ -63,7 +64,7 @@ def get_args_parser():
     p.add_argument("--warmup", type=int, default=3, help="untimed steps of each net, in alternation, before the first round")
     p.add_argument("--width", type=float, default=1.0, help="our net's width (torchvision's is always 1)")
     p.add_argument("--recipe", choices=RECIPES, default=DEFAULT_RECIPE, help="our net's recipe, as train --recipe")
-    p.add_argument("--lrn", choices=("code", "paper", "none"), default=None,
+    p.add_argument("--lrn", choices=LRN_CHOICES, default=None,
                    help="as train --lrn (none: our net without its response normalisation; default: the recipe's)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for both nets, as train --bf16")
     p.add_argument("--channels-last", action="store_true", help="channels_last for both nets, as train --channels-last")

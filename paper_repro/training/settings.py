@@ -21,6 +21,8 @@ CHANGEABLE_ON_RESUME = {"data", "epochs", "gpus", "workers", "checkpoint_every",
                         "resume", "auto_resume", "config", "out", "bf16", "channels_last", "tf32", "decode",
                         "keep_freed_memory"}
 
+LRN_CHOICES = ("code", "paper", "none")  # --lrn: alpha/n (the authors' code), alpha (the paper's text), none (ablation)
+
 EPILOG = """\
 Defaults are the recipe --recipe names: released-2012 (the authors' released code and run files,
 layers-145.cfg / layer-params-145.cfg) or paper-text (the paper as printed); paper_repro/core/recipe.py
@@ -176,7 +178,7 @@ def get_args_parser(add_help=True):
     g.add_argument("--width", type=float, default=PAPER["width"], help="channel multiplier for quick runs (> 0)")
     g.add_argument("--bias-init", type=float, default=PAPER["bias_init"],
                    help="bias of conv2, conv4, conv5, fc6, fc7 (0.1 fixes runs that stall at ln(classes))")
-    g.add_argument("--lrn", choices=("code", "paper", "none"), default=PAPER["lrn"],
+    g.add_argument("--lrn", choices=LRN_CHOICES, default=PAPER["lrn"],
                    help="code: alpha/n as the authors' code; paper: the paper's formula; none: the ablation")
     g.add_argument("--pooling", choices=("overlapping", "non-overlapping"), default=PAPER["pooling"],
                    help="overlapping 3/2 (the paper) or non-overlapping 2/2 (ablation)")
