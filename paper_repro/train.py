@@ -5,6 +5,7 @@ import signal
 import sys
 import time
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -12,10 +13,12 @@ from paper_repro.core import cli
 from paper_repro.core.atomic import atomic_write_json
 from paper_repro.core.cli import checked
 from paper_repro.core.devices import choose_devices, set_precision_policy
+from paper_repro.core.metrics import topk_errors, topk_predictions
 from paper_repro.core.numbering import position
 from paper_repro.core.recipe import RECIPE_VALUES, deviations
 from paper_repro.data.loader import BatchLoader, default_workers, shard_order, split_order
 from paper_repro.data.store import ImageNetStore, check_trainable, load_stats
+from paper_repro.evaluation.scoring import evaluate, views_of
 from paper_repro.nets.checkpoint import (CHECKPOINT, CheckpointError, load_checkpoint, load_run_checkpoint,
                                          remove_stale_temps, save_checkpoint)
 from paper_repro.training import distributed as dist_utils
@@ -311,6 +314,10 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
         target = getattr(args, "stop_at_train_error", None)
         record["reached_target"] = target is not None and record["train_top1_error"] <= target
         record["stopped"] = record["stopped"] or record["reached_target"]
+        every = args.ten_view_every
+        if every and (record["epoch"] % every == 0 or record["stopped"] or record["epoch"] >= args.epochs):
+            record.update(ten_view_test(model, val_store, stats["mean_image"], args, device, rank, world_size,
+                                        workers, show_progress=args.progress and main_process))
         state.next_epoch(len(train_loader))
         state.finished = record["stopped"]
         apply_learning_rates(optimizer, state.schedule, args.lr, args.bias_lr_fixed)
@@ -340,6 +347,24 @@ def _epoch_record(state, val, device, steps):
                 lr_dropped=action == DROP, stopped=action == STOP, steps=state.steps_before + steps)
 
 
+def ten_view_test(model, store, mean_image, args, device, rank, world_size, workers, show_progress=False):
+    """The paper's test (evaluate's: ten views, or a CIFAR net's own) of `store`, as log.jsonl keys.
+
+    Each process scores its own contiguous share of the images and the error counts are summed: no image
+    twice, none left out, whatever the number of processes.
+    """
+    started = time.perf_counter()
+    share = np.array_split(np.arange(len(store)), world_size)[rank]
+    model.eval()
+    probs = evaluate([model], store, mean_image, views=None, batch_size=args.batch_size // world_size,
+                     workers=workers, bf16=args.bf16, progress=show_progress, decode=args.decode, indices=share)
+    labels = torch.as_tensor(np.asarray(store.labels)[share], dtype=torch.int64)
+    wrong = topk_errors(topk_predictions(probs, k=5), labels, ks=(1, 5))
+    n, top1, top5 = dist_utils.all_reduce_sum([len(share), wrong[1], wrong[5]], device)
+    return dict(val_ten_view_top1_error=top1 / n, val_ten_view_top5_error=top5 / n,
+                ten_view_views=views_of(model.config()), ten_view_seconds=time.perf_counter() - started)
+
+
 def _epoch_line(record, args, epoch_seconds):
     """One line per epoch: its numbers, its wall time, and the run's time left at this pace (at most: a plateau
     schedule may stop it sooner)."""
@@ -352,7 +377,10 @@ def _epoch_line(record, args, epoch_seconds):
                      f"left: about {format_duration(left * pace)}")
     return (f"epoch {record['epoch']}/{args.epochs}: lr {record['lr']:g} train loss {record['train_loss']:.4f} "
             f"top-1 {record['train_top1_error']:.3f} | val top-1 {record['val_top1_error']:.4f} top-5 "
-            f"{record['val_top5_error']:.4f} | {record['images_per_s']:.0f} img/s | "
+            f"{record['val_top5_error']:.4f}"
+            + (f" | {record['ten_view_views']} views top-1 {record['val_ten_view_top1_error']:.4f} top-5 "
+               f"{record['val_ten_view_top5_error']:.4f}" if "val_ten_view_top1_error" in record else "")
+            + f" | {record['images_per_s']:.0f} img/s | "
             f"{format_duration(epoch_seconds[-1])}"
             + remaining
             + (" | lr /10" if record["lr_dropped"] else "")

@@ -431,3 +431,25 @@ def test_the_loss_per_step_ends_at_the_runs_last_step(tmp_path):
     assert short == plain and short[1] < 160  # matplotlib's 5 % margin past step 148, not out to the stall check
     reached = plot_step_losses({"run": steps}, math.log(100), str(tmp_path / "c.png"), stall_step=100)
     assert reached == plain  # a marker inside the run changes nothing on the axis
+
+
+def test_ten_view_tests_in_the_log_are_a_table_row_and_points_on_the_curves(tmp_path, monkeypatch):
+    from paper_repro.evaluation import figures
+    log = [{"epoch": 1, "val_top1_error": 0.5, "val_top5_error": 0.25},
+           {"epoch": 2, "val_top1_error": 0.4375, "val_top5_error": 0.125, "val_ten_view_top1_error": 0.375,
+            "val_ten_view_top5_error": 0.0625, "ten_view_views": 10},
+           {"epoch": 3, "val_top1_error": 0.3125, "val_top5_error": 0.125}]
+    rows = [r for r in results_table([], log, None, 4) if "training log" in r]
+    assert len(rows) == 2
+    assert rows[0].endswith("| 31.25 | 12.50 | 1 | training log, epoch 3 |  |")
+    assert rows[1].endswith("| 37.50 | 6.25 | 10 | training log, epoch 2 (ten-view test) |  |")
+    saved = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.append(fig))
+    figures.plot_curves(log, str(tmp_path / "curves.png"))
+    (fig,) = saved
+    lines = {(ax.get_title(), line.get_label()): (list(line.get_xdata()), list(line.get_ydata()))
+             for ax in fig.axes for line in ax.get_lines()}
+    assert lines[("top-1 error (%)", "val (ten views)")] == ([2], [37.5])
+    assert lines[("top-5 error (%)", "val (ten views)")] == ([2], [6.25])
+    assert lines[("top-1 error (%)", "val (centre patch)")] == ([1, 2, 3], [50.0, 43.75, 31.25])
+    assert ("top-1 error (%)", "train") not in lines  # no training errors in this log: no line

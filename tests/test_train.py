@@ -305,6 +305,37 @@ def test_a_run_says_what_it_does_first_what_it_did_last_and_counts_one_way(tiny_
     assert "epoch 2/2: " in err and "run left=" in err  # the bar: the epoch's time left (tqdm's) and the run's
 
 
+def test_ten_view_every_logs_evaluates_own_test_and_the_sweep_reads_it(store_factory, tmp_path, capsys):
+    from paper_repro.evaluate import get_args_parser as evaluate_parser
+    from paper_repro.evaluate import main as evaluate_main
+    from paper_repro.evaluation.sweep import TEN_VIEW, read_run
+    store = store_factory(4, 12, 10, seed=5)
+    run = str(tmp_path / "run")
+    argv = ["--data", store, "--out", run, *FAST, "--batch-size", "8"]
+
+    def evaluated():
+        return evaluate_main(evaluate_parser().parse_args(["--data", store, "--checkpoint",
+                                                           os.path.join(run, "checkpoint.pt"), "--workers", "0",
+                                                           "--no-progress"]))
+
+    main(parse_args(argv + ["--epochs", "1", "--ten-view-every", "5"]))  # epoch 1 is the last: tested
+    first = evaluated()
+    log = _log(run)
+    assert (log[0]["val_ten_view_top1_error"], log[0]["val_ten_view_top5_error"], log[0]["ten_view_views"]) == (
+        first["top1_error"], first["top5_error"], 10)
+    assert f"| 10 views top-1 {first['top1_error']:.4f} top-5 {first['top5_error']:.4f} |" in capsys.readouterr().out
+    main(parse_args(argv + ["--epochs", "3", "--ten-view-every", "2", "--resume"]))  # a resume may change N
+    last = evaluated()
+    log = _log(run)
+    assert ["val_ten_view_top1_error" in r for r in log] == [True, True, True]  # 1 (then the last), 2 (N), 3 (last)
+    assert (log[2]["val_ten_view_top1_error"], log[2]["val_ten_view_top5_error"]) == (
+        last["top1_error"], last["top5_error"])
+    assert read_run(run)["results"][TEN_VIEW] == (last["top1_error"], last["top5_error"])
+    main(parse_args(argv + ["--epochs", "5", "--ten-view-every", "0", "--resume"]))
+    assert ["val_ten_view_top1_error" in r for r in _log(run)] == [True, True, True, False, False]
+    assert TEN_VIEW not in read_run(run)["results"]  # epoch 3's test is not the run's result at epoch 5
+
+
 def test_durations_read_as_people_write_them():
     from paper_repro.training.engine import format_duration
     assert [format_duration(s) for s in (0.4, 48, 60, 192.4, 3599, 3600, 7500)] == [

@@ -34,20 +34,24 @@ def plot_curves(log, path):
     axes = fig.subplots(1, 3)
     panels = (
         ("loss (cross-entropy)", (("train_loss", "train"), ("val_loss", "val")), False),
-        ("top-1 error (%)", (("train_top1_error", "train"), ("val_top1_error", "val (centre patch)")), True),
-        ("top-5 error (%)", (("train_top5_error", "train"), ("val_top5_error", "val (centre patch)")), True),
+        ("top-1 error (%)", (("train_top1_error", "train"), ("val_top1_error", "val (centre patch)"),
+                             ("val_ten_view_top1_error", "val (ten views)")), True),
+        ("top-5 error (%)", (("train_top5_error", "train"), ("val_top5_error", "val (centre patch)"),
+                             ("val_ten_view_top5_error", "val (ten views)")), True),
     )
-    colours = ("tab:blue", "tab:orange")  # train, val: the same colour in every panel
+    colours = ("tab:blue", "tab:orange", "tab:green")  # train, val, val's ten views: one colour in every panel
     for ax, (title, series, percent) in zip(axes, panels):
         top = 0.0
         for (key, label), colour in zip(series, colours):
-            ys = [e.get(key) for e in log]
-            if all(y is None for y in ys):
+            # the epochs that have this value (train --ten-view-every N tests every N-th epoch only)
+            points = [(x, e[key]) for x, e in zip(epochs, log) if e.get(key) is not None]
+            if not points:
                 continue
+            xs, ys = zip(*points)
             if percent:
                 ys = as_percent(ys)
-            top = max([top] + [y for y in ys if y is not None])
-            ax.plot(epochs, [np.nan if y is None else y for y in ys], marker="o", ms=3, label=label, color=colour)
+            top = max([top] + list(ys))
+            ax.plot(xs, ys, marker="o", ms=3, label=label, color=colour)
         if percent:
             ax.set_ylim(0, min(100.0, top * 1.1) if top > 0 else 1.0)
         for i, d in enumerate(drops):

@@ -147,6 +147,16 @@ def results_table(evals, log, run_data, num_classes):
             "top1": t1, "top5": t5, "checkpoints": f"training log, epoch {last.get('epoch', len(log) - 1)}",
             "images": None, "origin": "log",
         })
+    tested = [e for e in log if e.get("val_ten_view_top1_error") is not None]  # train --ten-view-every N
+    if tested:
+        last = tested[-1]
+        t1, t5 = as_percent([last["val_ten_view_top1_error"], last.get("val_ten_view_top5_error")])
+        measured.append({
+            "source": dataset_identity(run_data, num_classes), "split": "val", "nets": 1,
+            "views": last.get("ten_view_views", 10), "top1": t1, "top5": t5,
+            "checkpoints": f"training log, epoch {last.get('epoch', len(log) - 1)} (ten-view test)",
+            "images": None, "origin": "log",
+        })
     lines = [
         "| data set | split | nets | paper top-1 % | paper top-5 % | measured top-1 % | measured top-5 % "
         "| views | checkpoints | images |",

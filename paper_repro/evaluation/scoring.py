@@ -90,10 +90,11 @@ def forward_in_pieces(model, x, piece):
 
 
 def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf16=False, progress=True,
-             decode="cpu"):
+             decode="cpu", indices=None):
     """Return float32 probabilities N x C (CPU): softmax averaged over the views, then over the models.
 
     views: 10 or 1, or None for each net's own test (the paper's ten; a CIFAR net's data path says, config["input"]).
+    indices: the store's images to score, in this order (None: all); row i of the result is image indices[i].
 
     The probabilities stay on the device until the last batch is done and come back in one copy:
     the host never waits for the device inside the loop.
@@ -110,12 +111,13 @@ def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf1
         keys.append(_view_key(m))
         if keys[-1] not in cutters:
             cutters[keys[-1]] = _cutter(keys[-1], mean_image, views)
-    probs = torch.zeros(len(store), num_classes, dtype=torch.float32, device=device)
+    indices = np.arange(len(store)) if indices is None else np.asarray(indices, dtype=np.int64)
+    probs = torch.zeros(len(indices), num_classes, dtype=torch.float32, device=device)
     start, buffers = 0, {}
-    batches = image_batches(store, np.arange(len(store)), batch_size, workers, pin_memory=device.type == "cuda",
+    batches = image_batches(store, indices, batch_size, workers, pin_memory=device.type == "cuda",
                             decode=decode, device=device)
     counts = "/".join(str(v) for v in sorted({v for _, v in cutters.values()}))
-    bar = tqdm(total=len(store), unit="img", desc=f"evaluate ({counts} view{'' if counts == '1' else 's'})",
+    bar = tqdm(total=len(indices), unit="img", desc=f"evaluate ({counts} view{'' if counts == '1' else 's'})",
                disable=not progress, dynamic_ncols=True)
     with torch.inference_mode():
         for images, _ in batches:

@@ -1,7 +1,8 @@
 """A sweep's table: run folders grouped by their resolved settings, seeds pooled, differences against a reference.
 
 A run's result is its ten-view error on the val split (RUN/eval*.json, written by `python -m
-paper_repro.evaluate --views 10 --json`) when one of its last epoch is there, else the centre-patch
+paper_repro.evaluate --views 10 --json`, or the last epoch's own line in RUN/log.jsonl from `train
+--ten-view-every N`) when one of its last epoch is there, else the centre-patch
 val error of the last epoch of RUN/log.jsonl. Runs are grouped by RUN/config.json minus the keys that
 name the run or say how it ran (IGNORED: seed, paths, devices, workers, logging, precision switches
 that resume may change); a group's errors are pooled over its seeds (mean, sample std, min-max, n).
@@ -25,7 +26,8 @@ PROG = "python -m paper_repro.sweep"
 # less --epochs (a shorter schedule is another setting), plus what train records about the machine.
 IGNORED = ("seed", "out", "data", "config", "resume", "auto_resume", "gpus", "devices", "workers", "workers_used",
            "checkpoint_every", "log_every", "stall_steps", "progress", "bf16", "channels_last", "tf32", "decode",
-           "keep_freed_memory", "host_memory", "precision", "torch_version", "world_size", "explicit")
+           "keep_freed_memory", "ten_view_every", "host_memory", "precision", "torch_version", "world_size",
+           "explicit")
 # Recorded copies of other settings (the model's own config, the per-layer init std the width gives):
 # grouped on, but named in a label only when nothing else tells the groups apart.
 DERIVED = ("model_config", "init_std_per_layer")
@@ -115,6 +117,10 @@ def read_run(run, ignore=()):
         results[CENTRE] = (last["val_top1_error"], last.get("val_top5_error"))
         epoch[CENTRE] = last.get("epoch", len(log))
     ten = _ten_view(run, warnings, config.get("val_split", "val"))
+    if log and log[-1].get("val_ten_view_top1_error") is not None and (ten is None or (ten[2] or 0) < epoch[CENTRE]):
+        # train --ten-view-every N tested its last epoch itself: newer than any eval file
+        ten = (log[-1]["val_ten_view_top1_error"], log[-1].get("val_ten_view_top5_error"), epoch[CENTRE],
+               os.path.join(run, "log.jsonl"))
     if ten and log and ten[2] is not None and ten[2] < epoch[CENTRE]:
         warnings.append(f"{ten[3]}: ten-view errors of epoch {ten[2]}, but log.jsonl reaches epoch {epoch[CENTRE]}; "
                         f"using the centre errors of epoch {epoch[CENTRE]} (evaluate the last checkpoint)")

@@ -19,7 +19,7 @@ RUN_FILES = ("config.json", "log.jsonl", "steps.jsonl", CHECKPOINT, PREVIOUS)
 # Flags that may differ when a run is resumed; every other setting is the run's and must stay.
 CHANGEABLE_ON_RESUME = {"data", "epochs", "gpus", "workers", "checkpoint_every", "log_every", "stall_steps", "progress",
                         "resume", "auto_resume", "config", "out", "bf16", "channels_last", "tf32", "decode",
-                        "keep_freed_memory"}
+                        "keep_freed_memory", "ten_view_every"}
 
 LRN_CHOICES = ("code", "paper", "none")  # --lrn: alpha/n (the authors' code), alpha (the paper's text), none (ablation)
 
@@ -107,6 +107,10 @@ def get_args_parser(add_help=True):
                         "a net that learns leaves ln(classes) well before (results/real_photos.md)")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="tqdm progress bars with the epoch's and the run's time left")
+    g.add_argument("--ten-view-every", type=_nonnegative_int, default=0, metavar="N",
+                   help="after every N-th epoch and the last, also the paper's ten-view test of the validation "
+                        "split (python -m paper_repro.evaluate's), logged beside the centre patch's; it costs "
+                        "about ten centre validations each time (0: never; evaluate the checkpoint afterwards)")
 
     g = p.add_argument_group("learning (section 5)")
     g.add_argument("--epochs", type=_positive_int, default=PAPER["epochs"], help="at most this many epochs")
