@@ -1,6 +1,7 @@
-"""Build the image store (256x256 JPEG shards; CIFAR-10: 32x32 PNG), the mean image and the RGB PCA.
+"""Build the image store (256x256 shards, raw pixels or JPEG; CIFAR-10: 32x32 PNG), the mean image and the RGB PCA.
 
-python data_prep/build_imagenet.py --source DIR --out STORE [--year 2012|2010] [--workers N] [--verify]
+python data_prep/build_imagenet.py --source DIR --out STORE [--format auto|raw|jpeg] [--year 2012|2010] [--workers N]
+    [--verify]
 
 DIR holds, told apart by their files (data_prep/source_layouts.py):
   the official ILSVRC archives (read in place, streaming, nothing extracted to disk),
@@ -9,10 +10,12 @@ DIR holds, told apart by their files (data_prep/source_layouts.py):
   CIFAR-10: cifar-10-python.tar.gz, its extracted cifar-10-batches-py/, or DIR/train/<class>/*.png|jpg and
   DIR/test/<class>/*.png|jpg of 32x32 images (data_prep/cifar_sources.py).
 Every image: shorter side rescaled to 256 (area averaging when shrinking, bicubic when enlarging,
-as the authors' tool), central 256x256 crop, RGB, stored as JPEG (results/store_format.md).
+as the authors' tool), central 256x256 crop, RGB, stored as raw pixels or JPEG (--format, below;
+results/store_format.md).
 CIFAR-10 keeps its native 32x32 pixels, stored losslessly as PNG; its splits are train and test.
 Resumable: killed at any point, the same command finishes the job with the same bytes.
---format raw keeps the pixels instead (uint8 arrays, read without decoding); auto: raw if they fit in 8 GiB.
+--format raw keeps the pixels (uint8 arrays, read without decoding), jpeg encodes them; auto (the default): raw
+if they fit in 8 GiB, else JPEG.
 """
 import argparse
 import json

@@ -22,8 +22,9 @@ def get_args_parser(add_help=True):
         description="Group training runs by their resolved settings (RUN/config.json without the seed, paths and "
         "how they ran), pool each group's seeds into mean and spread, give each group's difference from a "
         "reference group, and write DIR/sweep.md (the table), DIR/sweep.png (the figure) and DIR/sweep.json. "
-        "A run's error is its ten-view val error (RUN/eval*.json from python -m paper_repro.evaluate --json) "
-        "where that is of its last epoch, else the centre-patch val error of the last epoch of RUN/log.jsonl.",
+        "A run's error is its ten-view val error (RUN/eval*.json from python -m paper_repro.evaluate --json, or "
+        "the last line of RUN/log.jsonl from train --ten-view-every N) where that is of its last epoch, else the "
+        "centre-patch val error of the last epoch of RUN/log.jsonl.",
         epilog="Ignored by default: " + ", ".join(IGNORED) + ".")
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN",
                    help="run folders written by python -m paper_repro.train (required)")

@@ -287,13 +287,15 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
             return stop.signal is not None
         return step % args.log_every == 0 and dist_utils.any_process(stop.signal is not None, device)
 
-    val_seconds = []  # each validation's wall time: the run's time left counts the ones to come
+    val_seconds, test_seconds = [], []  # each validation's and ten-view test's wall time: the time left counts them
 
     def run_left(per_step, steps_left):
         epochs_after = args.epochs - state.epoch - 1
         # Before the first validation is timed: a forward pass only, about a third of a training step.
         val = val_seconds[-1] if val_seconds else per_step * val_steps / 3
-        return per_step * (steps_left + epochs_after * steps_per_epoch) + val * (epochs_after + 1)
+        tests = sum(ten_view_due(args, e) for e in range(state.epoch + 1, args.epochs + 1))
+        test = test_seconds[-1] if test_seconds else 10 * val  # ten views: ten validations' forward passes
+        return per_step * (steps_left + epochs_after * steps_per_epoch) + val * (epochs_after + 1) + test * tests
 
     record, epoch_seconds = None, []
     while state.epoch < args.epochs and not state.finished:
@@ -314,10 +316,12 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
         target = getattr(args, "stop_at_train_error", None)
         record["reached_target"] = target is not None and record["train_top1_error"] <= target
         record["stopped"] = record["stopped"] or record["reached_target"]
-        every = args.ten_view_every
-        if every and (record["epoch"] % every == 0 or record["stopped"] or record["epoch"] >= args.epochs):
+        # a stop request skips it: a test takes minutes, a scheduler's grace period may not
+        if (ten_view_due(args, record["epoch"], record["stopped"])
+                and not dist_utils.any_process(stop.signal is not None, device)):
             record.update(ten_view_test(model, val_store, stats["mean_image"], args, device, rank, world_size,
                                         workers, show_progress=args.progress and main_process))
+            test_seconds.append(record["ten_view_seconds"])
         state.next_epoch(len(train_loader))
         state.finished = record["stopped"]
         apply_learning_rates(optimizer, state.schedule, args.lr, args.bias_lr_fixed)
@@ -347,6 +351,12 @@ def _epoch_record(state, val, device, steps):
                 lr_dropped=action == DROP, stopped=action == STOP, steps=state.steps_before + steps)
 
 
+def ten_view_due(args, epoch, stopped=False):
+    """Whether --ten-view-every N tests after `epoch`: every N-th epoch, and the run's last."""
+    every = args.ten_view_every
+    return bool(every) and (epoch % every == 0 or stopped or epoch >= args.epochs)
+
+
 def ten_view_test(model, store, mean_image, args, device, rank, world_size, workers, show_progress=False):
     """The paper's test (evaluate's: ten views, or a CIFAR net's own) of `store`, as log.jsonl keys.
 
@@ -357,7 +367,8 @@ def ten_view_test(model, store, mean_image, args, device, rank, world_size, work
     share = np.array_split(np.arange(len(store)), world_size)[rank]
     model.eval()
     probs = evaluate([model], store, mean_image, views=None, batch_size=args.batch_size // world_size,
-                     workers=workers, bf16=args.bf16, progress=show_progress, decode=args.decode, indices=share)
+                     workers=workers, bf16=args.bf16, progress=show_progress, decode=args.decode, indices=share,
+                     mean_crop=args.mean_crop)  # the mean subtracted as in training, as evaluate reads it from the run
     labels = torch.as_tensor(np.asarray(store.labels)[share], dtype=torch.int64)
     wrong = topk_errors(topk_predictions(probs, k=5), labels, ks=(1, 5))
     n, top1, top5 = dist_utils.all_reduce_sum([len(share), wrong[1], wrong[5]], device)
@@ -378,7 +389,8 @@ def _epoch_line(record, args, epoch_seconds):
     return (f"epoch {record['epoch']}/{args.epochs}: lr {record['lr']:g} train loss {record['train_loss']:.4f} "
             f"top-1 {record['train_top1_error']:.3f} | val top-1 {record['val_top1_error']:.4f} top-5 "
             f"{record['val_top5_error']:.4f}"
-            + (f" | {record['ten_view_views']} views top-1 {record['val_ten_view_top1_error']:.4f} top-5 "
+            + (f" | {record['ten_view_views']} view{'s' if record['ten_view_views'] != 1 else ''} top-1 "
+               f"{record['val_ten_view_top1_error']:.4f} top-5 "
                f"{record['val_ten_view_top5_error']:.4f}" if "val_ten_view_top1_error" in record else "")
             + f" | {record['images_per_s']:.0f} img/s | "
             f"{format_duration(epoch_seconds[-1])}"

@@ -435,10 +435,10 @@ def test_the_loss_per_step_ends_at_the_runs_last_step(tmp_path):
 
 def test_ten_view_tests_in_the_log_are_a_table_row_and_points_on_the_curves(tmp_path, monkeypatch):
     from paper_repro.evaluation import figures
-    log = [{"epoch": 1, "val_top1_error": 0.5, "val_top5_error": 0.25},
-           {"epoch": 2, "val_top1_error": 0.4375, "val_top5_error": 0.125, "val_ten_view_top1_error": 0.375,
-            "val_ten_view_top5_error": 0.0625, "ten_view_views": 10},
-           {"epoch": 3, "val_top1_error": 0.3125, "val_top5_error": 0.125}]
+    log = [{"epoch": 1, "lr": 0.01, "val_top1_error": 0.5, "val_top5_error": 0.25},
+           {"epoch": 2, "lr": 0.01, "val_top1_error": 0.4375, "val_top5_error": 0.125,
+            "val_ten_view_top1_error": 0.375, "val_ten_view_top5_error": 0.0625, "ten_view_views": 10},
+           {"epoch": 3, "lr": 0.01, "val_top1_error": 0.3125, "val_top5_error": 0.125}]
     rows = [r for r in results_table([], log, None, 4) if "training log" in r]
     assert len(rows) == 2
     assert rows[0].endswith("| 31.25 | 12.50 | 1 | training log, epoch 3 |  |")
@@ -453,3 +453,7 @@ def test_ten_view_tests_in_the_log_are_a_table_row_and_points_on_the_curves(tmp_
     assert lines[("top-5 error (%)", "val (ten views)")] == ([2], [6.25])
     assert lines[("top-1 error (%)", "val (centre patch)")] == ([1, 2, 3], [50.0, 43.75, 31.25])
     assert ("top-1 error (%)", "train") not in lines  # no training errors in this log: no line
+    from paper_repro.evaluation.run_report import _curves_section
+    caption = "centre-patch (1 view) errors, and at the epochs marked \"ten views\" also the paper's ten-view test"
+    assert caption in "\n".join(_curves_section(log, str(tmp_path)))
+    assert caption not in "\n".join(_curves_section(log[:1], str(tmp_path)))

@@ -142,6 +142,25 @@ def test_a_stale_ten_view_result_is_not_used(tmp_path):
                              "reaches epoch 3; using the centre errors of epoch 3 (evaluate the last checkpoint)"]
 
 
+def test_a_logged_ten_view_test_of_the_last_epoch_is_the_result_a_one_view_test_is_not(tmp_path):
+    def with_test(run, views, epoch=3):
+        with open(os.path.join(run, "log.jsonl")) as f:
+            lines = [json.loads(line) for line in f.read().splitlines()[:3]]
+        lines[epoch - 1].update(val_ten_view_top1_error=0.375, val_ten_view_top5_error=0.125, ten_view_views=views)
+        with open(os.path.join(run, "log.jsonl"), "w") as f:
+            f.write("".join(json.dumps(line) + "\n" for line in lines))
+        return read_run(run)
+
+    newer = with_test(make_run(str(tmp_path), "a", 0, (0.6, 0.2), ten=(0.5, 0.1), ten_epoch=2), 10)
+    assert newer["results"][TEN_VIEW] == (0.375, 0.125) and newer["epoch"][TEN_VIEW] == 3 and not newer["warnings"]
+    same = with_test(make_run(str(tmp_path), "b", 0, (0.6, 0.2), ten=(0.5, 0.1), ten_epoch=3), 10)
+    assert same["results"][TEN_VIEW] == (0.5, 0.1)  # evaluate's own file of the same epoch is kept
+    one_view = with_test(make_run(str(tmp_path), "c", 0, (0.6, 0.2)), 1)  # a whole-image CIFAR net's test
+    assert TEN_VIEW not in one_view["results"]
+    earlier = with_test(make_run(str(tmp_path), "d", 0, (0.6, 0.2)), 10, epoch=2)
+    assert TEN_VIEW not in earlier["results"]
+
+
 def test_a_folder_that_is_not_a_run_is_one_clear_line(runs, tmp_path):
     (tmp_path / "notarun").mkdir()
     with pytest.raises(UsageError, match=r"^--runs .*notarun: not a run folder \(no config.json\); pass folders "

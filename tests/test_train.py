@@ -305,13 +305,20 @@ def test_a_run_says_what_it_does_first_what_it_did_last_and_counts_one_way(tiny_
     assert "epoch 2/2: " in err and "run left=" in err  # the bar: the epoch's time left (tqdm's) and the run's
 
 
-def test_ten_view_every_logs_evaluates_own_test_and_the_sweep_reads_it(store_factory, tmp_path, capsys):
+def test_ten_view_every_logs_evaluates_own_test_and_the_sweep_reads_it(store_factory, tmp_path, capsys,
+                                                                        monkeypatch):
+    import paper_repro.train as train_module
+    from paper_repro.data.store import load_stats
     from paper_repro.evaluate import get_args_parser as evaluate_parser
     from paper_repro.evaluate import main as evaluate_main
+    from paper_repro.evaluation.scoring import evaluate, open_store
     from paper_repro.evaluation.sweep import TEN_VIEW, read_run
+    from paper_repro.nets.checkpoint import load_model
     store = store_factory(4, 12, 10, seed=5)
     run = str(tmp_path / "run")
     argv = ["--data", store, "--out", run, *FAST, "--batch-size", "8"]
+    tested = []  # the probabilities of each test train ran
+    monkeypatch.setattr(train_module, "evaluate", lambda *a, **kw: tested.append(evaluate(*a, **kw)) or tested[-1])
 
     def evaluated():
         return evaluate_main(evaluate_parser().parse_args(["--data", store, "--checkpoint",
@@ -320,6 +327,15 @@ def test_ten_view_every_logs_evaluates_own_test_and_the_sweep_reads_it(store_fac
 
     main(parse_args(argv + ["--epochs", "1", "--ten-view-every", "5"]))  # epoch 1 is the last: tested
     first = evaluated()
+    # the same probabilities as evaluate's over the checkpoint (the mean subtracted as the run's --mean-crop
+    # says); with the mean at each patch's own place instead they differ
+    mean_image, val = load_stats(store)["mean_image"], open_store(store, "val")
+    net = load_model(os.path.join(run, "checkpoint.pt"), ("cpu", "cpu"))
+    assert net.checkpoint_info["mean_crop"] == "centre"
+    torch.testing.assert_close(tested[0], evaluate([net], val, mean_image, views=10, progress=False),
+                               rtol=1e-5, atol=1e-6)
+    other = evaluate([net], val, mean_image, views=10, progress=False, mean_crop="position")
+    assert (other - tested[0]).abs().max() > 1e-4
     log = _log(run)
     assert (log[0]["val_ten_view_top1_error"], log[0]["val_ten_view_top5_error"], log[0]["ten_view_views"]) == (
         first["top1_error"], first["top5_error"], 10)

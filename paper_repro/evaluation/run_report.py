@@ -261,7 +261,10 @@ def _curves_section(log, out, steps=(), num_classes=None, stall_steps=None):
         lr += "no drop"
     return md + ["![training curves](curves.png)", "",
                  f"{len(log)} epoch{'s' if len(log) != 1 else ''} logged; {lr}. "
-                 "Validation errors during training are centre-patch (1 view) errors.", ""]
+                 "Validation errors during training are centre-patch (1 view) errors"
+                 + (", and at the epochs marked \"ten views\" also the paper's ten-view test (`train "
+                    "--ten-view-every N`)" if any(e.get("val_ten_view_top1_error") is not None for e in log)
+                    else "") + ".", ""]
 
 
 def columns_sentence(kernels_a, kernels_b):

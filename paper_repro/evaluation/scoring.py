@@ -48,12 +48,13 @@ def _view_buffer(buffers, key, count, device):
     return buffers[key][:need].view(count, 3, size, size)
 
 
-def _view_key(model):
+def _view_key(model, mean_crop=None):
     """(data path, patch size, mean crop) of a net's test views: the paper's patches, with the mean its training
-    subtracted, or a CIFAR net's own data path (config["input"])."""
+    subtracted (mean_crop None: as its checkpoint says), or a CIFAR net's own data path (config["input"])."""
     config = model.config()
-    return (config.get("input", "paper"), config.get("input_size", 224),
-            getattr(model, "checkpoint_info", {}).get("mean_crop", "position"))
+    if mean_crop is None:
+        mean_crop = getattr(model, "checkpoint_info", {}).get("mean_crop", "position")
+    return config.get("input", "paper"), config.get("input_size", 224), mean_crop
 
 
 def views_of(config, views=None):
@@ -90,11 +91,13 @@ def forward_in_pieces(model, x, piece):
 
 
 def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf16=False, progress=True,
-             decode="cpu", indices=None):
+             decode="cpu", indices=None, mean_crop=None):
     """Return float32 probabilities N x C (CPU): softmax averaged over the views, then over the models.
 
     views: 10 or 1, or None for each net's own test (the paper's ten; a CIFAR net's data path says, config["input"]).
     indices: the store's images to score, in this order (None: all); row i of the result is image indices[i].
+    mean_crop: how the nets' training subtracted the mean ("centre" or "position"); None: as each net's
+    checkpoint says (load_model's checkpoint_info; "position" for a bare state_dict).
 
     The probabilities stay on the device until the last batch is done and come back in one copy:
     the host never waits for the device inside the loop.
@@ -108,7 +111,7 @@ def evaluate(models, store, mean_image, views=10, batch_size=128, workers=0, bf1
     device = torch.device(models[0].devices[0])
     cutters, keys = {}, []  # one cutter per (data path, patch size): the nets that share one share its patches
     for m in models:
-        keys.append(_view_key(m))
+        keys.append(_view_key(m, mean_crop))
         if keys[-1] not in cutters:
             cutters[keys[-1]] = _cutter(keys[-1], mean_image, views)
     indices = np.arange(len(store)) if indices is None else np.asarray(indices, dtype=np.int64)

@@ -117,8 +117,9 @@ def read_run(run, ignore=()):
         results[CENTRE] = (last["val_top1_error"], last.get("val_top5_error"))
         epoch[CENTRE] = last.get("epoch", len(log))
     ten = _ten_view(run, warnings, config.get("val_split", "val"))
-    if log and log[-1].get("val_ten_view_top1_error") is not None and (ten is None or (ten[2] or 0) < epoch[CENTRE]):
-        # train --ten-view-every N tested its last epoch itself: newer than any eval file
+    last_test = log[-1] if log and log[-1].get("val_ten_view_top1_error") is not None else None
+    if last_test and last_test.get("ten_view_views", 10) == 10 and (ten is None or (ten[2] or 0) < epoch[CENTRE]):
+        # train --ten-view-every N tested its last epoch itself (ten views: a whole-image CIFAR net's one is not)
         ten = (log[-1]["val_ten_view_top1_error"], log[-1].get("val_ten_view_top5_error"), epoch[CENTRE],
                os.path.join(run, "log.jsonl"))
     if ten and log and ten[2] is not None and ten[2] < epoch[CENTRE]:
@@ -319,7 +320,8 @@ def markdown(result, figure=None, command=None):
     if command:
         md += [f"Made by `{command}`.", ""]
     md += ["Errors in % of the val split: `ten-view` is the run's RUN/eval*.json (`python -m paper_repro.evaluate "
-           "--views 10 --json`, of its last epoch), `centre` the centre-patch error of the last epoch in "
+           "--views 10 --json`) or its log's own test (`train --ten-view-every N`), of its last epoch, `centre` "
+           "the centre-patch error of the last epoch in "
            "RUN/log.jsonl; a group uses ten-view only where every run has it. Cells: mean ± sample std over "
            "the group's runs (min-max, n). Runs are grouped by config.json without the seed, paths, devices "
            "and the other keys that do not change a run's settings.", ""]
