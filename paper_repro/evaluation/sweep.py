@@ -120,7 +120,7 @@ def read_run(run, ignore=()):
     last_test = log[-1] if log and log[-1].get("val_ten_view_top1_error") is not None else None
     if last_test and last_test.get("ten_view_views", 10) == 10 and (ten is None or (ten[2] or 0) < epoch[CENTRE]):
         # train --ten-view-every N tested its last epoch itself (ten views: a whole-image CIFAR net's one is not)
-        ten = (log[-1]["val_ten_view_top1_error"], log[-1].get("val_ten_view_top5_error"), epoch[CENTRE],
+        ten = (last_test["val_ten_view_top1_error"], last_test.get("val_ten_view_top5_error"), epoch[CENTRE],
                os.path.join(run, "log.jsonl"))
     if ten and log and ten[2] is not None and ten[2] < epoch[CENTRE]:
         warnings.append(f"{ten[3]}: ten-view errors of epoch {ten[2]}, but log.jsonl reaches epoch {epoch[CENTRE]}; "
