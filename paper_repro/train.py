@@ -29,6 +29,7 @@ from paper_repro.training.param_groups import apply_learning_rates
 from paper_repro.training.run_state import RunState, append_log, rng_state, seed_dropout, seed_everything, truncate_log
 from paper_repro.training.schedule import DROP, STOP
 from paper_repro.training.settings import check_world, get_args_parser, parse_args, resolve_run
+from paper_repro.training.time_budget import epochs_that_fit
 
 PROG = "paper_repro.train"
 
@@ -163,7 +164,8 @@ def start_line(args, train_images, val_images, num_classes, steps_per_epoch, dev
     processes = f" per process, {world_size} processes" if world_size > 1 else ""
     return (f"train {args.out}: {train_images} training images of {num_classes} classes (val: {val_images}) from "
             f"{args.data} | {steps_per_epoch} steps of {args.batch_size // world_size} images per epoch"
-            f"{processes}, {args.epochs} epoch{'s' if args.epochs != 1 else ''} at most | devices "
+            f"{processes}, {args.epochs} epoch{'s' if args.epochs != 1 else ''} at most"
+            + (f", as many as fit in {args.minutes:g} min (--minutes)" if args.minutes else "") + " | devices "
             f"{', '.join(devices)} ({chosen}) | recipe: {recipe}"
             + (f" | stall check at step {args.stall_steps}" if 0 < args.stall_steps <= args.epochs * steps_per_epoch
                else ""))
@@ -184,6 +186,10 @@ def end_line(args, state, record, seconds, resumed=False):
     if state.finished:
         why = (f" (training error at most {args.stop_at_train_error:g})" if record and record.get("reached_target")
                else f" (the schedule's {args.lr_max_drops} drops are spent)")
+    elif state.epoch < args.epochs:
+        n = state.epoch
+        why = (f" (the {n} epoch{'s' if n != 1 else ''} that fit{'s' if n == 1 else ''} in --minutes {args.minutes:g}, "
+               f"the schedule scaled to {'them' if n != 1 else 'it'})")
     split = "" if getattr(args, "val_split", "val") == "val" else f" --split {args.val_split}"  # CIFAR-10: test
     errors = ""
     if record:
@@ -238,9 +244,11 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
         if not resume and os.path.exists(steps_path):
             os.unlink(steps_path)  # a start that died before its first checkpoint: nothing of it is kept
         atomic_write_json(os.path.join(args.out, "config.json"), config)
-    if state.finished or state.epoch >= args.epochs:
+    if state.finished or state.epoch >= state.epochs_wanted(args.epochs):
         if main_process:
-            why = "the schedule's last plateau ended it" if state.finished else "raise --epochs to go on"
+            why = ("the schedule's last plateau ended it" if state.finished else "raise --epochs to go on"
+                   if state.epoch >= args.epochs else f"its --minutes budget held {state.epoch} epoch{'s' if state.epoch != 1 else ''}, and its "
+                   f"schedule ended there")
             print(f"train {args.out}: finished {position(state.epoch)} (epochs done: {state.epoch}); nothing to do "
                   f"({why})")
         return None
@@ -256,7 +264,10 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
     augment.noise_on = state.schedule.colour_noise  # the released schedule switches it off near the end
     stall = StallCheck(num_classes, args.stall_steps)
 
+    used_before = state.seconds_used  # the earlier starts' wall time (--minutes counts every start)
+
     def save():
+        state.seconds_used = used_before + time.perf_counter() - started
         # Every process's RNGs and running totals: a resumed epoch logs the same numbers as one never stopped.
         per_process = dist_utils.all_gather_objects({"rng": rng_state(), "totals": state.totals.state_dict()})
         failure = None
@@ -289,16 +300,33 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
 
     val_seconds, test_seconds = [], []  # each validation's and ten-view test's wall time: the time left counts them
 
+    def test_estimate():
+        # ten views: ten validations' forward passes, until one test is timed
+        return test_seconds[-1] if test_seconds else 10 * val_seconds[-1] if val_seconds else 0.0
+
     def run_left(per_step, steps_left):
-        epochs_after = args.epochs - state.epoch - 1
+        epochs = state.epochs_wanted(args.epochs)
+        epochs_after = epochs - state.epoch - 1
         # Before the first validation is timed: a forward pass only, about a third of a training step.
         val = val_seconds[-1] if val_seconds else per_step * val_steps / 3
-        tests = sum(ten_view_due(args, e) for e in range(state.epoch + 1, args.epochs + 1))
-        test = test_seconds[-1] if test_seconds else 10 * val  # ten views: ten validations' forward passes
+        tests = sum(ten_view_due(args.ten_view_every, e, epochs) for e in range(state.epoch + 1, epochs + 1))
+        test = test_seconds[-1] if test_seconds else 10 * val
         return per_step * (steps_left + epochs_after * steps_per_epoch) + val * (epochs_after + 1) + test * tests
 
+    def plan(epoch_cost):
+        # --minutes: the run's length from the time left, before the schedule steps, so that this epoch's
+        # changes are those of the new length
+        used = used_before + time.perf_counter() - started
+        planned = epochs_that_fit(60 * args.minutes, used, state.epoch + 1, epoch_seconds + [epoch_cost], args.epochs,
+                                  end_cost_s=test_estimate() if args.ten_view_every else 0.0)
+        planned = dist_utils.broadcast_object(planned)  # every process stops after the same epoch
+        # only a budget that cut the run binds it: one that held every epoch leaves --epochs free to rise on resume
+        state.planned_epochs = planned if planned < args.epochs else None
+        if hasattr(state.schedule, "replan"):
+            state.schedule.replan(planned)
+
     record, epoch_seconds = None, []
-    while state.epoch < args.epochs and not state.finished:
+    while state.epoch < state.epochs_wanted(args.epochs) and not state.finished:
         epoch_started = time.perf_counter()
         train_loader.set_indices(shard_order(len(train_store), args.seed, state.epoch, rank, world_size),
                                  start=state.step)
@@ -307,17 +335,21 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
                         checkpoint_every=args.checkpoint_every, save=save_at,
                         stop_requested=stop_requested, log_every=args.log_every, monitor=monitor,
                         show_progress=args.progress and main_process, steps_before=state.steps_before,
-                        epochs=args.epochs, run_left=run_left)
+                        epochs=state.epochs_wanted(args.epochs), run_left=run_left)
         val_started = time.perf_counter()
         val = evaluate_centre(model, val_loader, centre, device=device, bf16=args.bf16,
                               show_progress=args.progress and main_process)
         val_seconds.append(time.perf_counter() - val_started)
+        if args.minutes:
+            plan(time.perf_counter() - epoch_started)
         record = _epoch_record(state, val, device, steps=len(train_loader))
+        if args.minutes:
+            record["planned_epochs"] = state.epochs_wanted(args.epochs)
         target = getattr(args, "stop_at_train_error", None)
         record["reached_target"] = target is not None and record["train_top1_error"] <= target
         record["stopped"] = record["stopped"] or record["reached_target"]
         # a stop request skips it: a test takes minutes, a scheduler's grace period may not
-        if (ten_view_due(args, record["epoch"], record["stopped"])
+        if (ten_view_due(args.ten_view_every, record["epoch"], state.epochs_wanted(args.epochs), record["stopped"])
                 and not dist_utils.any_process(stop.signal is not None, device)):
             record.update(ten_view_test(model, val_store, stats["mean_image"], args, device, rank, world_size,
                                         workers, show_progress=args.progress and main_process))
@@ -329,7 +361,7 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
         epoch_seconds.append(time.perf_counter() - epoch_started)
         if main_process:
             append_log(log_path, record)
-            tqdm.write(_epoch_line(record, args, epoch_seconds))
+            tqdm.write(_epoch_line(record, args, epoch_seconds, state.epochs_wanted(args.epochs)))
         save()
         if dist_utils.any_process(stop.signal is not None, device):
             raise Stopped(f"{stop.signal or 'a stop request'}: stopped after epoch {state.epoch}")
@@ -351,10 +383,9 @@ def _epoch_record(state, val, device, steps):
                 lr_dropped=action == DROP, stopped=action == STOP, steps=state.steps_before + steps)
 
 
-def ten_view_due(args, epoch, stopped=False):
-    """Whether --ten-view-every N tests after `epoch`: every N-th epoch, and the run's last."""
-    every = args.ten_view_every
-    return bool(every) and (epoch % every == 0 or stopped or epoch >= args.epochs)
+def ten_view_due(every, epoch, epochs, stopped=False):
+    """Whether --ten-view-every `every` tests after `epoch`: every N-th epoch, and the run's last (of `epochs`)."""
+    return bool(every) and (epoch % every == 0 or stopped or epoch >= epochs)
 
 
 def ten_view_test(model, store, mean_image, args, device, rank, world_size, workers, show_progress=False):
@@ -376,17 +407,17 @@ def ten_view_test(model, store, mean_image, args, device, rank, world_size, work
                 ten_view_views=views_of(model.config()), ten_view_seconds=time.perf_counter() - started)
 
 
-def _epoch_line(record, args, epoch_seconds):
-    """One line per epoch: its numbers, its wall time, and the run's time left at this pace (at most: a plateau
-    schedule may stop it sooner)."""
-    left = args.epochs - record["epoch"]
+def _epoch_line(record, args, epoch_seconds, epochs):
+    """One line per epoch of a run of `epochs`: its numbers, its wall time, and the run's time left at this pace
+    (at most: a plateau schedule may stop it sooner)."""
+    left = epochs - record["epoch"]
     pace = sum(epoch_seconds) / len(epoch_seconds)
     if record["stopped"] or not left:
         remaining = ""
     else:
         remaining = (f", {'up to ' if args.lr_schedule == 'plateau' else ''}{left} epoch{'s' if left != 1 else ''} "
                      f"left: about {format_duration(left * pace)}")
-    return (f"epoch {record['epoch']}/{args.epochs}: lr {record['lr']:g} train loss {record['train_loss']:.4f} "
+    return (f"epoch {record['epoch']}/{epochs}: lr {record['lr']:g} train loss {record['train_loss']:.4f} "
             f"top-1 {record['train_top1_error']:.3f} | val top-1 {record['val_top1_error']:.4f} top-5 "
             f"{record['val_top5_error']:.4f}"
             + (f" | {record['ten_view_views']} view{'s' if record['ten_view_views'] != 1 else ''} top-1 "

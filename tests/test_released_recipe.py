@@ -129,6 +129,49 @@ def test_released_schedule_scales_to_a_short_run_and_resumes_exactly():
         assert (a.lr, a.conv1_lr, a.colour_noise) == (c.lr, c.conv1_lr, c.colour_noise)
 
 
+def _history(schedule, epochs, replans=None):
+    """(lr, conv1 lr, colour noise) after each epoch; replans: {epoch: new length} before that epoch's step."""
+    out = []
+    for epoch in range(1, epochs + 1):
+        if replans and epoch in replans:
+            schedule.replan(replans[epoch])
+        schedule.step(0.5, epoch)
+        out.append((schedule.lr, schedule.conv1_lr, schedule.colour_noise))
+    return out
+
+
+def test_a_replanned_schedule_makes_each_change_once_in_order_and_none_is_skipped():
+    # replanned to 20 after the first epoch, before any change is due: the fixed 20-epoch schedule exactly
+    assert _history(ReleasedSchedule(0.01, 30), 20, {1: 20}) == _history(ReleasedSchedule(0.01, 20), 20)
+    # shortened after epoch 12 of 30 (the first /10 made at 8) to 13: everything pending is made at epoch 13
+    s = ReleasedSchedule(0.01, 30)
+    history = _history(s, 13, {13: 13})
+    assert released_events("2012", 30)[:2] == [(8, "all", "/10"), (17, "all", "/10")]
+    assert history[6] == (0.01, 0.01, True) and history[7] == pytest.approx((1e-3, 1e-3, True))
+    assert history[11] == pytest.approx((1e-3, 1e-3, True))
+    # at 13: the second /10 (all), conv1 /10, colour noise off, conv1 frozen, the others /10
+    assert history[12] == pytest.approx((1e-5, 0.0, False)) and s.applied == 6
+    # lengthened: a change not yet made moves later, one made stays made
+    s = ReleasedSchedule(0.01, 20)
+    history = _history(s, 12, {6: 40})
+    assert history[4] == pytest.approx((1e-3, 1e-3, True))  # 5 of 20
+    assert [e for e, _, _ in s.events][1] == 22 and history[11] == pytest.approx((1e-3, 1e-3, True))
+    restored = ReleasedSchedule(1.0, 5)
+    restored.load_state_dict(json.loads(json.dumps(s.state_dict())))
+    assert (restored.epochs, restored.applied, restored.events) == (40, 1, s.events)
+
+
+def test_a_released_schedule_saved_before_replan_existed_resumes_with_its_changes_made():
+    s = ReleasedSchedule(0.01, 20)
+    _history(s, 12)
+    old = s.state_dict()
+    del old["applied"]
+    restored = ReleasedSchedule(1.0, 5)
+    restored.load_state_dict(old)
+    assert restored.applied == 2  # the changes after 5 and 11
+    assert _history(restored, 20)[12:] == _history(s, 20)[12:]
+
+
 # ----------------------------------------------------------------------------- cnorm2
 
 

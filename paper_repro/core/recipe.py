@@ -46,6 +46,8 @@ RECIPE = {
                     "layer-params-145.cfg's epochs 25, 51, 67, 72, 79, 91; section 5: /10 on plateaus"),
     "lr_max_drops": (3, 3, "learning-rate drops (divide by 10), at most (plateau)", "section 5: three times"),
     "epochs": (91, 90, "epochs (cap)", "layer-params-145.cfg: killed at 91; section 5: roughly 90 cycles"),
+    "minutes": (0.0, 0.0, "wall-clock budget in minutes (the epochs that fit; 0: none)",
+                "no budget: both train for their schedule's epochs"),
     # augmentation (section 4.1; convdata.py)
     "colour_noise": (True, True, "PCA colour noise", "section 4.1"),
     "colour_noise_std": (0.1, 0.1, "colour-noise std of a_i", "section 4.1"),

@@ -140,6 +140,8 @@ class RunState:
         self.schedule, self.world_size = schedule, world_size
         self.epoch, self.step, self.finished, self.totals = 0, 0, False, EpochTotals()
         self.steps_before = 0  # training steps of the epochs done: global step = steps_before + step
+        self.planned_epochs = None  # train --minutes: the run's length that fits its budget (None: --epochs)
+        self.seconds_used = 0.0  # train --minutes: the earlier starts' wall time, each to its last checkpoint
 
     def checkpoint(self, model, optimizer, config, per_process):
         """The checkpoint dict (weights_only-safe) of `model` + `optimizer` at this state.
@@ -151,7 +153,8 @@ class RunState:
                 "schedule": self.schedule.state_dict(), "epoch": self.epoch, "step": self.step,
                 "finished": self.finished, "totals": [p["totals"] for p in per_process],
                 "rng": [p["rng"] for p in per_process], "world_size": self.world_size,
-                "steps_before": self.steps_before, "config": config}
+                "steps_before": self.steps_before, "planned_epochs": self.planned_epochs,
+                "seconds_used": self.seconds_used, "config": config}
 
     def restore(self, ckpt, model, optimizer, rank):
         """Load `ckpt` into model, optimizer and this state; return a note if RNG streams cannot be replayed."""
@@ -163,6 +166,8 @@ class RunState:
         self.schedule.load_state_dict(ckpt["schedule"])
         self.epoch, self.step, self.finished = ckpt["epoch"], ckpt["step"], ckpt["finished"]
         self.steps_before = ckpt["steps_before"]
+        # (checkpoints from before --minutes lack both: a run of --epochs, its time not counted)
+        self.planned_epochs, self.seconds_used = ckpt.get("planned_epochs"), ckpt.get("seconds_used", 0.0)
         totals, rngs = ckpt["totals"], ckpt["rng"]
         same_world = len(rngs) == self.world_size
         # A changed number of processes resumes only at an epoch boundary (train refuses otherwise): totals 0.
@@ -177,6 +182,10 @@ class RunState:
     def global_step(self):
         """Training steps done so far, over all epochs."""
         return self.steps_before + self.step
+
+    def epochs_wanted(self, max_epochs):
+        """The run's length: --epochs, or the shorter length its --minutes budget planned."""
+        return max_epochs if self.planned_epochs is None else min(max_epochs, self.planned_epochs)
 
     def next_epoch(self, steps_in_epoch):
         """Start the next epoch from its first batch with fresh totals."""

@@ -119,6 +119,7 @@ class ReleasedSchedule:
 
     At its own length (91 epochs for 2012) the changes fall on the epochs the file names; with
     another --epochs every change's epoch is scaled by epochs / 91 (a short run keeps the shape).
+    replan(n) rescales the changes not yet made to a new length (train --minutes: the epochs that fit).
     """
 
     def __init__(self, lr, epochs, table="2012"):
@@ -128,17 +129,27 @@ class ReleasedSchedule:
         self.lr, self.conv1_lr, self.colour_noise = lr, lr, True
         self.events = released_events(table, epochs)
         self.done = 0  # epochs whose changes are applied
+        self.applied = 0  # changes made, in the table's order
 
     def layer_lr(self, layer):
         """conv1's own rate for conv1, the others' for every other layer."""
         return self.conv1_lr if layer == "conv1" else self.lr
 
+    def replan(self, epochs):
+        """Scale the changes to a run of `epochs` epochs; those made stay made, and the rest keep their order."""
+        self.epochs = epochs
+        self.events = released_events(self.table, epochs)
+
     def step(self, val_error, epoch):
-        """After 1-based epoch `epoch`: apply the changes of that epoch; "drop" if a rate changed, else None."""
+        """After 1-based epoch `epoch`: make the changes due by then; "drop" if a rate changed, else None.
+
+        At a fixed length each change is due at exactly its epoch; after replan() to a shorter run a change
+        whose new epoch has passed is made at this epoch's end, so that none is skipped.
+        """
         changed = False
-        for when, part, what in self.events:
-            if when != epoch:
-                continue
+        while self.applied < len(self.events) and self.events[self.applied][0] <= epoch:
+            _, part, what = self.events[self.applied]
+            self.applied += 1
             if what == "noise-off":
                 self.colour_noise = False
                 continue
@@ -156,7 +167,8 @@ class ReleasedSchedule:
     def state_dict(self):
         """Everything needed to continue the schedule."""
         return dict(kind="released", lr=self.lr, conv1_lr=self.conv1_lr, colour_noise=self.colour_noise,
-                    initial=self.initial, epochs=self.epochs, table=self.table, done=self.done)
+                    initial=self.initial, epochs=self.epochs, table=self.table, done=self.done,
+                    applied=self.applied)
 
     def load_state_dict(self, state):
         """Restore what state_dict() returned."""
@@ -164,6 +176,8 @@ class ReleasedSchedule:
         self.__init__(state["initial"], state["epochs"], state["table"])
         self.lr, self.conv1_lr = state["lr"], state["conv1_lr"]
         self.colour_noise, self.done = state["colour_noise"], state["done"]
+        # A checkpoint from before replan() existed: its length never changed, so the changes made are those due.
+        self.applied = state.get("applied", sum(when <= self.done for when, _, _ in self.events))
 
 
 def _check_kind(state, kind):

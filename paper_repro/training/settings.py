@@ -19,7 +19,7 @@ RUN_FILES = ("config.json", "log.jsonl", "steps.jsonl", CHECKPOINT, PREVIOUS)
 # Flags that may differ when a run is resumed; every other setting is the run's and must stay.
 CHANGEABLE_ON_RESUME = {"data", "epochs", "gpus", "workers", "checkpoint_every", "log_every", "stall_steps", "progress",
                         "resume", "auto_resume", "config", "out", "bf16", "channels_last", "tf32", "decode",
-                        "keep_freed_memory", "ten_view_every"}
+                        "keep_freed_memory", "ten_view_every", "minutes"}
 
 LRN_CHOICES = ("code", "paper", "none")  # --lrn: alpha/n (the authors' code), alpha (the paper's text), none (ablation)
 
@@ -114,6 +114,12 @@ def get_args_parser(add_help=True):
 
     g = p.add_argument_group("learning (section 5)")
     g.add_argument("--epochs", type=_positive_int, default=PAPER["epochs"], help="at most this many epochs")
+    g.add_argument("--minutes", type=float, default=PAPER["minutes"], metavar="M",
+                   help="wall-clock budget of training (this command and any resumed start, each to its last "
+                        "checkpoint; a final ten-view test included): after every epoch the run's length becomes the "
+                        "epochs the time left holds at the slowest of the last three epochs' pace, at most --epochs, "
+                        "and the released schedule's changes are scaled to that length, so that the schedule ends "
+                        "within M minutes on a slow host too (0: no budget, --epochs epochs)")
     g.add_argument("--batch-size", type=_positive_int, default=PAPER["batch_size"],
                    help="global batch, over all torchrun processes")
     g.add_argument("--lr", type=float, default=None,
@@ -357,6 +363,7 @@ def check_values(args):
         ("lr_threshold", finite(args.lr_threshold) and args.lr_threshold >= 0, "a number >= 0"),
         ("batch_size", isinstance(args.batch_size, int) and args.batch_size >= 1, "an integer >= 1"),
         ("epochs", isinstance(args.epochs, int) and args.epochs >= 1, "an integer >= 1"),
+        ("minutes", finite(args.minutes) and args.minutes >= 0, "a number of minutes >= 0 (0: no budget)"),
         ("stop_at_train_error", args.stop_at_train_error is None or (finite(args.stop_at_train_error)
                                                                       and 0 < args.stop_at_train_error < 1),
          "a fraction in (0, 1), such as 0.25"),
