@@ -125,6 +125,11 @@ def test_ignored_keys_and_ignore_flag(tmp_path):
     assert len(sweep([a, b])["groups"]) == 2  # a longer schedule is another setting
     one = sweep([a, b], ignore=["epochs"])["groups"]
     assert len(one) == 1 and one[0]["top1"]["mean"] == pytest.approx(0.65)
+    # a run from before train --minutes had no budget: it groups with --minutes 0, not with a budget
+    c = make_run(str(tmp_path), "c", 2, (0.8, 0.3), minutes=0.0)
+    d = make_run(str(tmp_path), "d", 3, (0.9, 0.3), minutes=40.0)
+    groups = sweep([a, c, d])["groups"]
+    assert sorted(len(g["runs"]) for g in groups) == [1, 2]
 
 
 def test_a_run_that_validates_on_test_is_scored_by_its_test_evaluation(tmp_path):

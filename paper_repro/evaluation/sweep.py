@@ -110,6 +110,7 @@ def read_run(run, ignore=()):
         raise UsageError(f"--runs {run}: config.json is not JSON ({e})") from None
     if not isinstance(config, dict):
         raise UsageError(f"--runs {run}: config.json is not a training run's settings")
+    config.setdefault("minutes", 0.0)  # a run from before train --minutes: no budget, as --minutes 0 now
     warnings, results, epoch = [], {}, {}
     log = [e for e in _read_log(os.path.join(run, "log.jsonl")) if e.get("val_top1_error") is not None]
     if log:
