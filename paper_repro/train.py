@@ -29,7 +29,7 @@ from paper_repro.training.param_groups import apply_learning_rates
 from paper_repro.training.run_state import RunState, append_log, rng_state, seed_dropout, seed_everything, truncate_log
 from paper_repro.training.schedule import DROP, STOP
 from paper_repro.training.settings import check_world, get_args_parser, parse_args, resolve_run
-from paper_repro.training.time_budget import epochs_that_fit
+from paper_repro.training.time_budget import epochs_that_fit, whole_epoch_seconds
 
 PROG = "paper_repro.train"
 
@@ -311,7 +311,10 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
         val = val_seconds[-1] if val_seconds else per_step * val_steps / 3
         tests = sum(ten_view_due(args.ten_view_every, e, epochs) for e in range(state.epoch + 1, epochs + 1))
         test = test_seconds[-1] if test_seconds else 10 * val
-        return per_step * (steps_left + epochs_after * steps_per_epoch) + val * (epochs_after + 1) + test * tests
+        left = per_step * (steps_left + epochs_after * steps_per_epoch) + val * (epochs_after + 1) + test * tests
+        if args.minutes:  # the budget ends the run sooner if this pace does not hold its epochs
+            left = min(left, max(0.0, 60 * args.minutes - (used_before + time.perf_counter() - started)))
+        return left
 
     def plan(epoch_cost):
         # --minutes: the run's length from the time left, before the schedule steps, so that this epoch's
@@ -327,7 +330,7 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
 
     record, epoch_seconds = None, []
     while state.epoch < state.epochs_wanted(args.epochs) and not state.finished:
-        epoch_started = time.perf_counter()
+        epoch_started, first_step = time.perf_counter(), state.step
         train_loader.set_indices(shard_order(len(train_store), args.seed, state.epoch, rank, world_size),
                                  start=state.step)
         train_one_epoch(ddp_model, optimizer, train_loader, augment, device=device, epoch=state.epoch,
@@ -341,7 +344,7 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
                               show_progress=args.progress and main_process)
         val_seconds.append(time.perf_counter() - val_started)
         if args.minutes:
-            plan(time.perf_counter() - epoch_started)
+            plan(whole_epoch_seconds(val_started - epoch_started, val_seconds[-1], steps_per_epoch, first_step))
         record = _epoch_record(state, val, device, steps=len(train_loader))
         if args.minutes:
             record["planned_epochs"] = state.epochs_wanted(args.epochs)

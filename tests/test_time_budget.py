@@ -9,7 +9,7 @@ import paper_repro.train as train_module
 from paper_repro.nets.checkpoint import load_checkpoint
 from paper_repro.train import main
 from paper_repro.training.settings import parse_args
-from paper_repro.training.time_budget import epochs_that_fit
+from paper_repro.training.time_budget import epochs_that_fit, whole_epoch_seconds
 
 FAST = ["--gpus", "cpu,cpu", "--width", "0.125", "--workers", "0", "--no-progress", "--batch-size", "8"]
 
@@ -31,6 +31,12 @@ def test_epochs_that_fit_believe_the_slowest_recent_epoch():
     assert epochs_that_fit(600, 590, 4, [50, 80, 40, 45], 30) == 4  # nothing more fits: the run ends now
     assert epochs_that_fit(600, 700, 4, [50, 80, 40, 45], 30) == 4  # past the budget: still not below what is done
     assert epochs_that_fit(600, 0, 0, [], 30) == 30  # nothing measured: no foretelling
+
+
+def test_a_resumed_epochs_few_steps_foretell_a_whole_epoch():
+    assert whole_epoch_seconds(80, 10, 71, 0) == 90
+    assert whole_epoch_seconds(20, 10, 71, 61) == pytest.approx(20 * 71 / 10 + 10)  # 10 of 71 steps trained
+    assert whole_epoch_seconds(5, 10, 71, 71) == 5 * 71 + 10  # never a division by zero
 
 
 def _lrs(run):
@@ -64,8 +70,10 @@ def test_a_budget_run_is_the_fixed_run_of_the_length_it_planned(tiny_store, tmp_
 def test_a_spent_budget_ends_the_run_with_its_schedule_and_a_resume_keeps_it(tiny_store, tmp_path, capsys):
     run = str(tmp_path / "run")
     argv = ["--data", tiny_store, "--out", run, *FAST, "--epochs", "5", "--minutes", "0.0001"]
-    main(parse_args(argv))  # 6 ms: the first epoch runs, then nothing more fits
-    out = capsys.readouterr().out.splitlines()
+    main(parse_args(argv + ["--progress"]))  # 6 ms: the first epoch runs, then nothing more fits
+    out, err = capsys.readouterr()
+    assert "run left=0 s" in err and "run left=1 s" not in err  # the bar's time left is the budget's
+    out = out.splitlines()
     assert ", 5 epochs at most, as many as fit in 0.0001 min (--minutes) | " in out[0]
     assert out[1].startswith("epoch 1/1: lr 0.000625 ") and out[1].endswith(" | lr /10")
     assert out[-1].startswith(f"train {run}: done after epoch 1 (the 1 epoch that fits in --minutes 0.0001, the "

@@ -24,3 +24,8 @@ def epochs_that_fit(budget_s, used_s, epochs_done, epoch_costs, max_epochs, end_
     pace = max(epoch_costs[-PACE_WINDOW:])
     fit = math.floor((budget_s - used_s - end_cost_s) / max(pace, 1e-9))
     return max(epochs_done, min(max_epochs, epochs_done + max(fit, 0)))
+
+
+def whole_epoch_seconds(train_s, val_s, steps_per_epoch, first_step):
+    """An epoch's wall time had it trained every step: a resumed epoch that began at `first_step` trained fewer."""
+    return train_s * steps_per_epoch / max(1, steps_per_epoch - first_step) + val_s
