@@ -29,7 +29,7 @@ from paper_repro.training.param_groups import apply_learning_rates
 from paper_repro.training.run_state import RunState, append_log, rng_state, seed_dropout, seed_everything, truncate_log
 from paper_repro.training.schedule import DROP, STOP
 from paper_repro.training.settings import check_world, get_args_parser, parse_args, resolve_run
-from paper_repro.training.time_budget import epochs_that_fit, whole_epoch_seconds
+from paper_repro.training.time_budget import PACE_WINDOW, epochs_that_fit, whole_epoch_seconds
 
 PROG = "paper_repro.train"
 
@@ -186,10 +186,11 @@ def end_line(args, state, record, seconds, resumed=False):
     if state.finished:
         why = (f" (training error at most {args.stop_at_train_error:g})" if record and record.get("reached_target")
                else f" (the schedule's {args.lr_max_drops} drops are spent)")
-    elif state.epoch < args.epochs:
+    elif state.planned_epochs is not None and state.epoch >= state.planned_epochs:
         n = state.epoch
-        why = (f" (the {n} epoch{'s' if n != 1 else ''} that fit{'s' if n == 1 else ''} in --minutes {args.minutes:g}, "
-               f"the schedule scaled to {'them' if n != 1 else 'it'})")
+        why = (f" (the {n} epoch{'s' if n != 1 else ''} that fit{'s' if n == 1 else ''} in --minutes {args.minutes:g}"
+               + (f", the schedule scaled to {'them' if n != 1 else 'it'})" if hasattr(state.schedule, "replan")
+                  else ")"))
     split = "" if getattr(args, "val_split", "val") == "val" else f" --split {args.val_split}"  # CIFAR-10: test
     errors = ""
     if record:
@@ -228,6 +229,8 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
     state = RunState(make_schedule(args), world_size)
     if resume:
         _restore(state, model, optimizer, args, rank, num_classes, len(train_store))
+        if not args.minutes:
+            state.planned_epochs = None  # --minutes 0 on resume: no budget, --epochs epochs
     apply_learning_rates(optimizer, state.schedule, args.lr, args.bias_lr_fixed)
 
     workers = default_workers() if args.workers is None else args.workers
@@ -246,9 +249,11 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
         atomic_write_json(os.path.join(args.out, "config.json"), config)
     if state.finished or state.epoch >= state.epochs_wanted(args.epochs):
         if main_process:
+            n = state.epoch
             why = ("the schedule's last plateau ended it" if state.finished else "raise --epochs to go on"
-                   if state.epoch >= args.epochs else f"its --minutes budget held {state.epoch} epoch{'s' if state.epoch != 1 else ''}, and its "
-                   f"schedule ended there")
+                   if n >= args.epochs else f"its --minutes budget held {n} epoch{'s' if n != 1 else ''}"
+                   + (", and its schedule ended there" if hasattr(state.schedule, "replan") else "")
+                   + "; --minutes 0 lifts the budget")
             print(f"train {args.out}: finished {position(state.epoch)} (epochs done: {state.epoch}); nothing to do "
                   f"({why})")
         return None
@@ -318,11 +323,16 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
 
     def plan(epoch_cost):
         # --minutes: the run's length from the time left, before the schedule steps, so that this epoch's
-        # changes are those of the new length
-        used = used_before + time.perf_counter() - started
-        planned = epochs_that_fit(60 * args.minutes, used, state.epoch + 1, epoch_seconds + [epoch_cost], args.epochs,
-                                  end_cost_s=test_estimate() if args.ten_view_every else 0.0)
+        # changes are those of the new length. The ten-view tests still due are counted apart from the epochs.
+        if epoch_cost is not None:
+            state.epoch_costs = (state.epoch_costs + [epoch_cost])[-PACE_WINDOW:]
+        done, every = state.epoch + 1, args.ten_view_every
+        planned = epochs_that_fit(60 * args.minutes, used_before + time.perf_counter() - started, done,
+                                  state.epoch_costs, args.epochs, test_s=test_estimate(),
+                                  tests=lambda n: sum(ten_view_due(every, e, n) for e in range(done, n + 1)))
         planned = dist_utils.broadcast_object(planned)  # every process stops after the same epoch
+        if planned is None:
+            return  # a resumed epoch too short to foretell one: the plan stays
         # only a budget that cut the run binds it: one that held every epoch leaves --epochs free to rise on resume
         state.planned_epochs = planned if planned < args.epochs else None
         if hasattr(state.schedule, "replan"):

@@ -269,12 +269,20 @@ def _train_rank(rank, world_size, port, argv):
     main(parse_args(argv))
 
 
+def _train_rank_own_plan(rank, world_size, port, argv):
+    # --minutes: each process would plan its own length (rank 0: 1 epoch, rank 1: 2); rank 0's must hold on both
+    import paper_repro.train as train_module
+    train_module.epochs_that_fit = lambda *a, **kw: 1 + rank
+    _train_rank(rank, world_size, port, argv)
+
+
 def test_train_under_two_gloo_processes(tiny_store, tmp_path):
     """What torchrun --nproc-per-node 2 ... --gpus cpu,cpu does: one log, one checkpoint, all ranks' RNGs."""
     run = str(tmp_path / "run")
     argv = ["--data", tiny_store, "--out", run, "--gpus", "cpu,cpu", "--width", "0.125", "--workers", "0",
-            "--epochs", "1", "--batch-size", "8", "--checkpoint-every", "4", "--no-progress", "--ten-view-every", "1", "--minutes", "600"]
-    mp.spawn(_train_rank, args=(2, _free_port(), argv), nprocs=2, join=True)
+            "--epochs", "2", "--batch-size", "8", "--checkpoint-every", "4", "--no-progress", "--ten-view-every", "1",
+            "--minutes", "600"]
+    mp.spawn(_train_rank_own_plan, args=(2, _free_port(), argv), nprocs=2, join=True)
     with open(os.path.join(run, "log.jsonl")) as f:
         lines = f.read().splitlines()
     assert len(lines) == 1
@@ -283,6 +291,7 @@ def test_train_under_two_gloo_processes(tiny_store, tmp_path):
     assert len(ckpt["rng"]) == 2 and not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
     record = json.loads(lines[0])
     assert record["planned_epochs"] == 1  # --minutes: rank 0's plan on every process (a broadcast each epoch)
+    assert ckpt["planned_epochs"] == 1
     assert record["val_images"] == 16 and record["train_images"] == 48  # each image once over the two shards
     # the ten-view test split over the two processes: the same errors as evaluate's over all 16 in one process
     from paper_repro.evaluate import get_args_parser as evaluate_parser

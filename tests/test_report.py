@@ -457,3 +457,14 @@ def test_ten_view_tests_in_the_log_are_a_table_row_and_points_on_the_curves(tmp_
     caption = "centre-patch (1 view) errors, and at the epochs marked \"ten views\" also the paper's ten-view test"
     assert caption in "\n".join(_curves_section(log, str(tmp_path)))
     assert caption not in "\n".join(_curves_section(log[:1], str(tmp_path)))
+
+
+def test_a_budget_runs_curves_say_what_its_budget_planned(tmp_path):
+    from paper_repro.evaluation.run_report import _curves_section
+    log = [{"epoch": e, "lr": 0.01, "val_top1_error": 0.5, "val_top5_error": 0.25, "planned_epochs": p}
+           for e, p in ((1, 30), (2, 21), (3, 23), (4, 22))]
+    text = "\n".join(_curves_section(log, str(tmp_path)))
+    assert ("A `train --minutes` budget set the run's length after every epoch from the time left: planned 21-30 "
+            "epochs, 22 at the end.") in text
+    assert "--minutes" not in "\n".join(_curves_section([{k: v for k, v in e.items() if k != "planned_epochs"}
+                                                          for e in log], str(tmp_path)))

@@ -130,6 +130,11 @@ def test_ignored_keys_and_ignore_flag(tmp_path):
     d = make_run(str(tmp_path), "d", 3, (0.9, 0.3), minutes=40.0)
     groups = sweep([a, c, d])["groups"]
     assert sorted(len(g["runs"]) for g in groups) == [1, 2]
+    # budget runs are shown with the epochs they trained (their logs'), not their --epochs cap
+    e = make_run(str(tmp_path), "e", 4, (0.9, 0.3), minutes=40.0, epochs=30, epochs_logged=24)
+    f = make_run(str(tmp_path), "f", 5, (0.9, 0.3), minutes=40.0, epochs=30, epochs_logged=22)
+    assert [g["epochs"] for g in sweep([e, f])["groups"]] == ["22-24"]
+    assert [g["epochs"] for g in sweep([a, c])["groups"]] == [3]
 
 
 def test_a_run_that_validates_on_test_is_scored_by_its_test_evaluation(tmp_path):

@@ -1,12 +1,13 @@
 """train --minutes: the epochs that fit a wall-clock budget, the schedule scaled to them, kept across a resume."""
 import json
 import os
+import time
 
 import pytest
 import torch
 
 import paper_repro.train as train_module
-from paper_repro.nets.checkpoint import load_checkpoint
+from paper_repro.nets.checkpoint import load_checkpoint, save_checkpoint
 from paper_repro.train import main
 from paper_repro.training.settings import parse_args
 from paper_repro.training.time_budget import epochs_that_fit, whole_epoch_seconds
@@ -27,16 +28,30 @@ def test_epochs_that_fit_believe_the_slowest_recent_epoch():
     # the first epoch's 80 s has left the window: 45 s holds 11 more
     assert epochs_that_fit(600, 100, 5, [50, 80, 40, 45, 30], 30) == 5 + 500 // 45
     assert epochs_that_fit(600, 100, 5, [50, 80, 40, 45, 30], 8) == 8  # never past --epochs
-    assert epochs_that_fit(600, 100, 4, [50, 80, 40, 45], 30, end_cost_s=181) == 4 + 319 // 80  # a test at the end
     assert epochs_that_fit(600, 590, 4, [50, 80, 40, 45], 30) == 4  # nothing more fits: the run ends now
     assert epochs_that_fit(600, 700, 4, [50, 80, 40, 45], 30) == 4  # past the budget: still not below what is done
-    assert epochs_that_fit(600, 0, 0, [], 30) == 30  # nothing measured: no foretelling
+    assert epochs_that_fit(600, 0, 0, [], 30) is None  # nothing measured: no foretelling, the plan stays
 
 
-def test_a_resumed_epochs_few_steps_foretell_a_whole_epoch():
+def test_epochs_that_fit_count_the_ten_view_tests_still_due():
+    # a test of 181 s after every 2nd epoch and the last, from epoch 4 (done, its test not yet run) on
+    def tests(n):
+        return sum(e % 2 == 0 or e == n for e in range(4, n + 1))
+
+    # by hand, 500 s left at 80 s an epoch: n = 7 costs 3 x 80 + tests at 4, 6, 7 = 240 + 543 = 783; n = 6:
+    # 160 + (4, 6) 362 = 522; n = 5: 80 + (4, 5) 362 = 442 <= 500, so 5. With 1000 s left: n = 9: 400 + (4, 6,
+    # 8, 9) 724 = 1124; n = 8: 320 + (4, 6, 8) 543 = 863 <= 1000, so 8 (10 to 16 cost more still)
+    assert epochs_that_fit(600, 100, 4, [50, 80, 40, 45], 30, test_s=181, tests=tests) == 5
+    assert epochs_that_fit(480, 100, 4, [50, 80, 40, 45], 30, test_s=181, tests=tests) == 4  # 380 s: not even 5
+    assert epochs_that_fit(1100, 100, 4, [50, 80, 40, 45], 30, test_s=181, tests=tests) == 8
+    assert epochs_that_fit(1100, 100, 4, [50, 80, 40, 45], 30) == 4 + 1000 // 80  # without tests
+
+
+def test_a_resumed_epochs_steps_foretell_a_whole_epoch_if_they_are_half_of_it():
     assert whole_epoch_seconds(80, 10, 71, 0) == 90
-    assert whole_epoch_seconds(20, 10, 71, 61) == pytest.approx(20 * 71 / 10 + 10)  # 10 of 71 steps trained
-    assert whole_epoch_seconds(5, 10, 71, 71) == 5 * 71 + 10  # never a division by zero
+    assert whole_epoch_seconds(40, 10, 71, 35) == pytest.approx(40 * 71 / 36 + 10)  # 36 of 71 steps trained
+    assert whole_epoch_seconds(20, 10, 71, 61) is None  # 10 of 71: start-up costs would be scaled by 7
+    assert whole_epoch_seconds(5, 10, 71, 71) is None  # stopped after its last step: nothing trained here
 
 
 def _lrs(run):
@@ -84,19 +99,54 @@ def test_a_spent_budget_ends_the_run_with_its_schedule_and_a_resume_keeps_it(tin
     main(parse_args(argv + ["--resume"]))
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"train {run}: finished after epoch 1 (epochs done: 1); nothing to do (its --minutes budget held 1 epoch, "
-        f"and its schedule ended there)")
+        f"and its schedule ended there; --minutes 0 lifts the budget)")
+    main(parse_args(argv[:-2] + ["--minutes", "0", "--epochs", "2", "--resume"]))  # lifted: --epochs holds
+    assert [r["epoch"] for r in _log(run)] == [1, 2] and "planned_epochs" not in _log(run)[1]
+    assert load_checkpoint(os.path.join(run, "checkpoint.pt"))["planned_epochs"] is None
+
+
+def test_a_plateau_schedule_just_ends_at_the_budget(tiny_store, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    main(parse_args(["--data", tiny_store, "--out", run, *FAST, "--epochs", "5", "--minutes", "0.0001",
+                     "--lr-schedule", "plateau"]))
+    assert capsys.readouterr().out.splitlines()[-1].startswith(
+        f"train {run}: done after epoch 1 (the 1 epoch that fits in --minutes 0.0001) (epochs done: 1, ")
+    assert load_checkpoint(os.path.join(run, "checkpoint.pt"))["schedule"]["lr"] == 0.000625  # no drop
 
 
 def test_a_resumed_budget_counts_the_earlier_starts_time(tiny_store, tmp_path, monkeypatch):
     run = str(tmp_path / "run")
     argv = ["--data", tiny_store, "--out", run, *FAST, "--minutes", "600"]
-    main(parse_args(argv + ["--epochs", "1"]))
-    first = load_checkpoint(os.path.join(run, "checkpoint.pt"))["seconds_used"]
-    assert first > 0
-    used = []
+    main(parse_args(argv + ["--epochs", "2"]))  # two epochs here, one in the resumed start before its plan
+    ckpt = load_checkpoint(os.path.join(run, "checkpoint.pt"))
+    first, costs = ckpt["seconds_used"], ckpt["epoch_costs"]
+    assert first > 0 and len(costs) == 2 and 0 < sum(costs) < first
+    calls = []
     real = train_module.epochs_that_fit
-    monkeypatch.setattr(train_module, "epochs_that_fit", lambda *a, **kw: used.append(a[1]) or real(*a, **kw))
-    main(parse_args(argv + ["--epochs", "2", "--resume"]))
-    assert used[0] > first
-    assert load_checkpoint(os.path.join(run, "checkpoint.pt"))["seconds_used"] > used[0]
-    assert [r["planned_epochs"] for r in _log(run)] == [1, 2]
+
+    def spy(*a, **kw):
+        calls.append((time.perf_counter(), a))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train_module, "epochs_that_fit", spy)
+    started = time.perf_counter()
+    main(parse_args(argv + ["--epochs", "3", "--resume"]))
+    (at, (_, used, done, window, _)), = calls
+    assert 0 < used - first <= at - started  # this start's time on top of the earlier start's
+    assert done == 3 and window[:2] == costs and len(window) == 3  # the pace of the epochs before the resume too
+    assert [r["planned_epochs"] for r in _log(run)] == [2, 2, 3]
+
+
+def test_a_checkpoint_from_before_the_budget_resumes_under_one(tiny_store, tmp_path):
+    run = str(tmp_path / "run")
+    argv = ["--data", tiny_store, "--out", run, *FAST]
+    main(parse_args(argv + ["--epochs", "1"]))
+    path = os.path.join(run, "checkpoint.pt")
+    ckpt = load_checkpoint(path)
+    for key in ("planned_epochs", "seconds_used", "epoch_costs"):
+        del ckpt[key]
+    del ckpt["schedule"]["applied"]
+    save_checkpoint(path, ckpt)
+    main(parse_args(argv + ["--epochs", "2", "--minutes", "0.0001", "--resume"]))  # its time was not counted
+    ckpt = load_checkpoint(path)
+    assert (ckpt["epoch"], ckpt["planned_epochs"]) == (2, None) and ckpt["seconds_used"] > 0

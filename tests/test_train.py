@@ -187,6 +187,8 @@ def test_clear_errors(tiny_store, tmp_path, capsys, monkeypatch):
     assert _error(base + ["--gpus", "cpu", "--resume"], capsys) == (
         f"paper_repro.train: error: --resume: {run}/checkpoint.pt does not exist, so there is nothing to continue; "
         f"run without --resume to start this run (or --auto-resume to do either)")
+    assert _error(base + ["--gpus", "cpu", "--minutes", "-5"], capsys) == (
+        "paper_repro.train: error: --minutes -5.0: must be a number of minutes >= 0 (0: no budget)")
     assert _error(base + ["--gpus", "cpu", "--config", "no_such_config"], capsys).startswith(
         "paper_repro.train: error: --config no_such_config: no such file, nor a config named so in")
     assert not os.path.exists(os.path.join(run, "checkpoint.pt"))

@@ -264,7 +264,17 @@ def _curves_section(log, out, steps=(), num_classes=None, stall_steps=None):
                  "Validation errors during training are centre-patch (1 view) errors"
                  + (", and at the epochs marked \"ten views\" also the paper's ten-view test (`train "
                     "--ten-view-every N`)" if any(e.get("val_ten_view_top1_error") is not None for e in log)
-                    else "") + ".", ""]
+                    else "") + "." + _budget_sentence(log), ""]
+
+
+def _budget_sentence(log):
+    """What a `train --minutes` budget did to the run's length ("" for a run without one)."""
+    planned = [e["planned_epochs"] for e in log if e.get("planned_epochs") is not None]
+    if not planned:
+        return ""
+    span = f"{min(planned)}" if min(planned) == max(planned) else f"{min(planned)}-{max(planned)}"
+    return (f" A `train --minutes` budget set the run's length after every epoch from the time left: planned "
+            f"{span} epochs, {planned[-1]} at the end.")
 
 
 def columns_sentence(kernels_a, kernels_b):

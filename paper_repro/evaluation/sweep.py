@@ -23,7 +23,8 @@ from paper_repro.core.cli import UsageError
 PROG = "python -m paper_repro.sweep"
 # Keys of config.json that do not define a setting: the run's name and seed, where its files are, and
 # what `python -m paper_repro.train --resume` may change (training/settings.py CHANGEABLE_ON_RESUME),
-# less --epochs (a shorter schedule is another setting), plus what train records about the machine.
+# less --epochs and --minutes (a shorter schedule, or a budget, is another setting), plus what train records
+# about the machine.
 IGNORED = ("seed", "out", "data", "config", "resume", "auto_resume", "gpus", "devices", "workers", "workers_used",
            "checkpoint_every", "log_every", "stall_steps", "progress", "bf16", "channels_last", "tf32", "decode",
            "keep_freed_memory", "ten_view_every", "host_memory", "precision", "torch_version", "world_size",
@@ -91,6 +92,12 @@ def _ten_view(run, warnings, split="val"):
     return max(found, key=lambda t: (t[2] or 0, t[3])) if found else None
 
 
+def _span(values):
+    """One value, or "low-high" where runs of one group differ (budget runs that fit different lengths)."""
+    known = sorted({v for v in values if v is not None})
+    return known[0] if len(known) == 1 else f"{known[0]}-{known[-1]}" if known else None
+
+
 def read_run(run, ignore=()):
     """One run folder: its seed, settings key and results; a UsageError for a folder that is not a finished-epoch run.
 
@@ -131,7 +138,10 @@ def read_run(run, ignore=()):
     if not results:
         raise UsageError(f"--runs {run}: no results yet (no val errors in log.jsonl, no ten-view RUN/eval*.json); "
                          "let it finish an epoch or leave it out")
-    return {"run": run, "seed": config.get("seed"), "key": settings_key(config, ignore), "epochs": config.get("epochs"),
+    # a run under a --minutes budget trained the epochs that fit (its log's last), not its --epochs
+    trained = epoch.get(CENTRE) if config.get("minutes") else None
+    return {"run": run, "seed": config.get("seed"), "key": settings_key(config, ignore),
+            "epochs": trained or config.get("epochs"),
             "results": results, "epoch": epoch, "warnings": warnings}
 
 
@@ -246,7 +256,7 @@ def sweep(run_dirs, reference=None, ignore=()):
     for i, (g, label) in enumerate(zip(groups, labels(groups, ref_index))):
         kind = kind_of(g)
         row = {"group": chr(ord("A") + i) if i < 26 else f"G{i + 1}", "label": label, "runs": [r["run"] for r in g],
-               "seeds": [r["seed"] for r in g], "epochs": g[0]["epochs"], "kind": kind, **group_stats(g, kind)}
+               "seeds": [r["seed"] for r in g], "epochs": _span([r["epochs"] for r in g]), "kind": kind, **group_stats(g, kind)}
         if ref_index is not None and i != ref_index:
             ref = groups[ref_index]
             common = next((k for k in (TEN_VIEW, CENTRE)

@@ -142,6 +142,7 @@ class RunState:
         self.steps_before = 0  # training steps of the epochs done: global step = steps_before + step
         self.planned_epochs = None  # train --minutes: the run's length that fits its budget (None: --epochs)
         self.seconds_used = 0.0  # train --minutes: the earlier starts' wall time, each to its last checkpoint
+        self.epoch_costs = []  # train --minutes: the last whole epochs' wall times (training and validation)
 
     def checkpoint(self, model, optimizer, config, per_process):
         """The checkpoint dict (weights_only-safe) of `model` + `optimizer` at this state.
@@ -154,7 +155,7 @@ class RunState:
                 "finished": self.finished, "totals": [p["totals"] for p in per_process],
                 "rng": [p["rng"] for p in per_process], "world_size": self.world_size,
                 "steps_before": self.steps_before, "planned_epochs": self.planned_epochs,
-                "seconds_used": self.seconds_used, "config": config}
+                "seconds_used": self.seconds_used, "epoch_costs": list(self.epoch_costs), "config": config}
 
     def restore(self, ckpt, model, optimizer, rank):
         """Load `ckpt` into model, optimizer and this state; return a note if RNG streams cannot be replayed."""
@@ -166,8 +167,9 @@ class RunState:
         self.schedule.load_state_dict(ckpt["schedule"])
         self.epoch, self.step, self.finished = ckpt["epoch"], ckpt["step"], ckpt["finished"]
         self.steps_before = ckpt["steps_before"]
-        # (checkpoints from before --minutes lack both: a run of --epochs, its time not counted)
+        # (checkpoints from before --minutes lack these: a run of --epochs, its time not counted)
         self.planned_epochs, self.seconds_used = ckpt.get("planned_epochs"), ckpt.get("seconds_used", 0.0)
+        self.epoch_costs = list(ckpt.get("epoch_costs", []))
         totals, rngs = ckpt["totals"], ckpt["rng"]
         same_world = len(rngs) == self.world_size
         # A changed number of processes resumes only at an epoch boundary (train refuses otherwise): totals 0.
