@@ -63,7 +63,7 @@ def test_a_budget_run_is_the_fixed_run_of_the_length_it_planned(tiny_store, tmp_
     # (the released schedule's changes scaled to 3), and stops there.
     calls = []
 
-    def three(budget_s, used_s, epochs_done, epoch_costs, max_epochs, end_cost_s=0.0):
+    def three(budget_s, used_s, epochs_done, epoch_costs, max_epochs, test_s=0.0, tests=None):
         calls.append((budget_s, used_s, epochs_done, len(epoch_costs), max_epochs))
         return 3
 
