@@ -271,8 +271,11 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
 
     used_before = state.seconds_used  # the earlier starts' wall time (--minutes counts every start)
 
+    def used():
+        return used_before + time.perf_counter() - started
+
     def save():
-        state.seconds_used = used_before + time.perf_counter() - started
+        state.seconds_used = used()
         # Every process's RNGs and running totals: a resumed epoch logs the same numbers as one never stopped.
         per_process = dist_utils.all_gather_objects({"rng": rng_state(), "totals": state.totals.state_dict()})
         failure = None
@@ -305,20 +308,20 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
 
     val_seconds, test_seconds = [], []  # each validation's and ten-view test's wall time: the time left counts them
 
-    def test_estimate():
+    def test_estimate(val):
         # ten views: ten validations' forward passes, until one test is timed
-        return test_seconds[-1] if test_seconds else 10 * val_seconds[-1] if val_seconds else 0.0
+        return test_seconds[-1] if test_seconds else 10 * val
 
     def run_left(per_step, steps_left):
         epochs = state.epochs_wanted(args.epochs)
         epochs_after = epochs - state.epoch - 1
         # Before the first validation is timed: a forward pass only, about a third of a training step.
         val = val_seconds[-1] if val_seconds else per_step * val_steps / 3
-        tests = sum(ten_view_due(args.ten_view_every, e, epochs) for e in range(state.epoch + 1, epochs + 1))
-        test = test_seconds[-1] if test_seconds else 10 * val
-        left = per_step * (steps_left + epochs_after * steps_per_epoch) + val * (epochs_after + 1) + test * tests
+        tests = ten_views_due(args.ten_view_every, state.epoch + 1, epochs)
+        left = (per_step * (steps_left + epochs_after * steps_per_epoch) + val * (epochs_after + 1)
+                + test_estimate(val) * tests)
         if args.minutes:  # the budget ends the run sooner if this pace does not hold its epochs
-            left = min(left, max(0.0, 60 * args.minutes - (used_before + time.perf_counter() - started)))
+            left = min(left, max(0.0, 60 * args.minutes - used()))
         return left
 
     def plan(epoch_cost):
@@ -326,10 +329,10 @@ def train(args, devices, rank, world_size, stop, stores=None, chosen="", started
         # changes are those of the new length. The ten-view tests still due are counted apart from the epochs.
         if epoch_cost is not None:
             state.epoch_costs = (state.epoch_costs + [epoch_cost])[-PACE_WINDOW:]
-        done, every = state.epoch + 1, args.ten_view_every
-        planned = epochs_that_fit(60 * args.minutes, used_before + time.perf_counter() - started, done,
-                                  state.epoch_costs, args.epochs, test_s=test_estimate(),
-                                  tests=lambda n: sum(ten_view_due(every, e, n) for e in range(done, n + 1)))
+        done = state.epoch + 1
+        planned = epochs_that_fit(60 * args.minutes, used(), done, state.epoch_costs, args.epochs,
+                                  test_s=test_estimate(val_seconds[-1]),
+                                  tests=lambda n: ten_views_due(args.ten_view_every, done, n))
         planned = dist_utils.broadcast_object(planned)  # every process stops after the same epoch
         if planned is None:
             return  # a resumed epoch too short to foretell one: the plan stays
@@ -399,6 +402,11 @@ def _epoch_record(state, val, device, steps):
 def ten_view_due(every, epoch, epochs, stopped=False):
     """Whether --ten-view-every `every` tests after `epoch`: every N-th epoch, and the run's last (of `epochs`)."""
     return bool(every) and (epoch % every == 0 or stopped or epoch >= epochs)
+
+
+def ten_views_due(every, first, epochs):
+    """How many ten-view tests a run of `epochs` runs from epoch `first` on (ten_view_due's epochs)."""
+    return sum(ten_view_due(every, e, epochs) for e in range(first, epochs + 1))
 
 
 def ten_view_test(model, store, mean_image, args, device, rank, world_size, workers, show_progress=False):
