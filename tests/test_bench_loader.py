@@ -27,7 +27,7 @@ def test_loader_stage_measures_both_formats_and_the_baseline_in_one_run(stores, 
     jpeg, raw = stores
     args = get_args_parser().parse_args(
         ["loader", "--data", raw, "--compare", jpeg, "--gpus", "cpu", "--workers", "1", "--batch-size", "4",
-         "--seconds", "0.05", "--rounds", "2", "--warmup", "1", "--parts-images", "8", "--tmp", str(tmp_path)])
+         "--seconds", "0.05", "--rounds", "2", "--warmup", "1", "--parts-images", "8", "--tmp", str(tmp_path / "scratch")])
     result = bench_loader(args)
     names = ("jpeg_store", "raw_store", "raw_store_in_workers", "imagefolder_baseline")
     for name in names:
@@ -45,7 +45,7 @@ def test_loader_stage_measures_both_formats_and_the_baseline_in_one_run(stores, 
     assert set(parts["raw_store"]) == {"gather", "augment", "total"}
     for stages in parts.values():
         assert stages["total"] == pytest.approx(sum(v for k, v in stages.items() if k != "total"))
-    assert os.listdir(tmp_path) == []  # the baseline's JPEG copy is gone
+    assert os.listdir(tmp_path / "scratch") == []  # --tmp made, and the baseline's JPEG copy in it gone
 
 
 def test_baseline_reads_the_stores_jpegs(stores, tmp_path):

@@ -2,6 +2,7 @@
 import io
 import os
 import platform
+import tempfile
 import time
 
 import numpy as np
@@ -103,6 +104,13 @@ class threads:
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.old)
+
+
+def scratch_folder(parent):
+    """A temporary folder under `parent` (made first if missing; None: the system's), removed on exit."""
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    return tempfile.TemporaryDirectory(dir=parent)
 
 
 def export_jpegs(store, folder):

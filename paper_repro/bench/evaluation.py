@@ -1,6 +1,5 @@
 """bench eval: the ten-view test against ImageFolder + TenCrop, same net and device."""
 import os
-import tempfile
 import time
 
 import numpy as np
@@ -8,7 +7,8 @@ import torch
 import torchvision
 from torchvision import transforms
 
-from paper_repro.bench.common import devices_or_usage_error, export_image_folder, machine_info, synchronize
+from paper_repro.bench.common import (devices_or_usage_error, export_image_folder, machine_info, scratch_folder,
+                                       synchronize)
 from paper_repro.data.store import ImageNetStore, load_stats
 from paper_repro.evaluation.scoring import evaluate
 from paper_repro.nets.alexnet import AlexNet
@@ -37,7 +37,7 @@ def bench_eval(args):
              bf16=args.bf16, progress=False)
     synchronize(devices)
     s_ours = time.perf_counter() - start
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+    with scratch_folder(args.tmp) as tmp:
         folder = export_image_folder(store, os.path.join(tmp, "val"))
         dataset = torchvision.datasets.ImageFolder(folder, transform=transforms.Compose([
             transforms.TenCrop(224), _StackCrops()]))

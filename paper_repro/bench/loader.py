@@ -8,13 +8,12 @@ per image, one thread (loader_parts.py): where each pipeline's time goes.
 """
 import os
 import statistics
-import tempfile
 
 import torch
 import torchvision
 from torchvision import transforms
 
-from paper_repro.bench.common import devices_or_usage_error, export_jpegs, machine_info, time_batches
+from paper_repro.bench.common import devices_or_usage_error, export_jpegs, machine_info, scratch_folder, time_batches
 from paper_repro.bench.loader_parts import where_time_goes
 from paper_repro.core import cli
 from paper_repro.data.augment import TrainPatch, batch_generator
@@ -101,7 +100,7 @@ def bench_loader(args):
         patches.append(patch)
     rounds = {name: [] for name in [*pipelines, "imagefolder_baseline"]}
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+    with scratch_folder(args.tmp) as tmp:
         paths = export_jpegs(jpeg_first, os.path.join(tmp, "train"))
         pipelines["imagefolder_baseline"] = _theirs(os.path.join(tmp, "train"), args, dev)
         for _ in range(args.rounds):
