@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 
+import torch
 from conftest import ROOT
 
 from paper_repro import demo
@@ -27,8 +28,11 @@ def test_demo_runs_every_stage_and_links_its_figures(tmp_path):
     for png in ("curves.png", "conv1_kernels.png", "neighbours.png"):
         assert f"({png})" in report and (out / png).stat().st_size > 1000, png
     assert "demo done in" in done.stdout and "report.md" in done.stdout
+    # the layout for what this machine has (a GPU machine once failed the CPU wording here)
+    layout = {0: "cpu, cpu (--gpus cpu,cpu", 1: "cuda:0 (--gpus 0"}.get(torch.cuda.device_count(),
+                                                                     "cuda:0, cuda:1 (--gpus 0,1")
     assert done.stdout.splitlines()[0].startswith(
-        "demo: generate a data set of 3 classes, build its store, train on cpu, cpu (--gpus cpu,cpu: not given, ")
+        f"demo: generate a data set of 3 classes, build its store, train on {layout}: not given, ")
     # Run again after it finished: a no-op that says where the report is; no stage runs, nothing is rewritten.
     stamps = {f: os.stat(out / f).st_mtime_ns for f in os.listdir(out)}
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
