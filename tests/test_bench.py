@@ -14,6 +14,7 @@ from paper_repro.bench.train_step import bench_train
 from paper_repro.core import cli
 from paper_repro.data.augment import TrainPatch
 from paper_repro.nets.alexnet import AlexNet
+from paper_repro.nets.lrn import LocalResponseNorm
 from paper_repro.training.build import build_model
 from paper_repro.training.engine import train_step
 from paper_repro.training.optim import PaperSGD
@@ -121,6 +122,24 @@ def test_train_stage_reports_the_link_bytes_of_one_step():
     assert result["link_bytes_per_step"] == sum(forward.values()) + sum(backward.values())
     one = bench_train(get_args_parser().parse_args(["train", "--gpus", "cpu", *TINY]))
     assert one["link_bytes_per_step"] == 0  # one device: grouped convolutions, no link
+
+
+def test_train_stage_profile_names_each_nets_operators_and_our_fused_functions():
+    flags = ["train", "--gpus", "cpu", *TINY]
+    assert "profile" not in bench_train(get_args_parser().parse_args(flags))["ours"]  # only when asked
+    result = bench_train(get_args_parser().parse_args([*flags, "--profile", "2"]))
+    settings, _, _, model, _, _ = bench_train_mod.training_setup(["--gpus", "cpu", "--batch-size", "2", "--width", "0.125"], bench_train_mod.NUM_CLASSES,
+                                                                 common.synthetic_stats())
+    lrn_layers = sum(isinstance(m, LocalResponseNorm) for m in model.modules())
+    assert lrn_layers >= 1
+    for name, lrn_calls in (("ours", lrn_layers), ("torchvision_alexnet", 0)):
+        profile = result[name]["profile"]
+        assert profile["steps"] == 2 and profile["clock"] == "cpu"
+        calls = {row["name"]: row["calls_per_step"] for row in profile["total"]}
+        assert calls["aten::conv2d"] == 5  # five convolutions a step, one device
+        assert calls.get("_LRNFunction", 0) == lrn_calls  # torchvision's AlexNet has no response normalisation
+        own = [row["self_us_per_step"] for row in profile["self"]]
+        assert own == sorted(own, reverse=True) and 0 < own[0] <= profile["self_us_per_step_all"]
 
 
 def test_matmul_peak_is_2n3_flops_over_the_best_time(monkeypatch):

@@ -76,6 +76,10 @@ def get_args_parser():
     p.add_argument("--peak-size", type=int, default=2048,
                    help="n of the n x n x n torch.mm timed before and after the rounds, same threads and precision: "
                         "the measured matmul peak each net's FLOP rate is reported against (0: not measured)")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="after the rounds, profile STEPS more steps of each net (torch.profiler) and add its "
+                        "operators by self time, device time on a GPU, and its autograd nodes and our fused ops "
+                        "by total time to the JSON (default: 0, no profile)")
     p.add_argument("--json", help="also write the JSON here (default: print only)")
     p.set_defaults(func=bench_train)
 

@@ -141,6 +141,8 @@ def bench_train(args):
             row["fraction_of_peak"] = row["train_tflop_per_s"] / peak
             row["peak_tflop_per_s_assumed"] = peak
         row.update(step_counts(net, images, labels, settings))
+        if args.profile:
+            row["profile"] = step_profile(net, args.profile, images, labels, settings)
         result[name] = row
     result["speedup"] = result["ours"]["images_per_s"] / result["torchvision_alexnet"]["images_per_s"]
     result["speedup_per_round"] = [b / a for a, b in zip(seconds["ours"], seconds["torchvision_alexnet"])]
@@ -168,3 +170,47 @@ def step_counts(net, images, labels, settings):
         row["link_bytes_per_step"] = traffic.total()
         row["link_bytes_per_link"] = {"forward": dict(traffic.forward), "backward": dict(traffic.backward)}
     return row
+
+
+PROFILE_ROWS = 25
+
+
+def step_profile(net, steps, images, labels, settings):
+    """Where `steps` more training steps spend their time, by torch.profiler: the costliest events.
+
+    `self`: operators by their own time (device time where a GPU ran them, else CPU time), grouped
+    by input shapes so that, say, the grouped conv2 and the dense conv3 stand apart. `total`: events
+    by time including what they called: autograd's backward nodes (`autograd::engine::evaluate_function:
+    ...Backward`) and the fused functions' forward, which attributes the elementwise operators to the
+    LRN, cnorm2 or the optimizer. Times in microseconds per step.
+    """
+    on_gpu = any(str(d).startswith("cuda") for d in net.devices)
+    activities = [torch.profiler.ProfilerActivity.CPU] + [torch.profiler.ProfilerActivity.CUDA] * on_gpu
+    with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+        net.steps(steps, images, labels, settings.seed, settings.bf16)
+    clock = "device" if on_gpu else "cpu"
+
+    def own(e):
+        return _event_time(e, "self_", clock)
+
+    def inclusive(e):
+        return _event_time(e, "", clock)
+
+    def rows(events, key):
+        return [{"name": e.key, "input_shapes": str(e.input_shapes)[:200], "calls_per_step": e.count / steps,
+                 "self_us_per_step": own(e) / steps, "total_us_per_step": inclusive(e) / steps}
+                for e in sorted(events, key=key, reverse=True)[:PROFILE_ROWS]]
+
+    by_name = prof.key_averages()
+    return {"steps": steps, "clock": clock,
+            "self_us_per_step_all": sum(own(e) for e in by_name) / steps,
+            "self": rows([e for e in prof.key_averages(group_by_input_shape=True) if own(e) > 0], own),
+            "total": rows([e for e in by_name if not e.key.startswith("ProfilerStep")], inclusive)}
+
+
+def _event_time(event, prefix, clock):
+    """An averaged profiler event's `prefix`cpu/device time total in microseconds (torch < 2.4 said cuda)."""
+    if clock == "cpu":
+        return getattr(event, prefix + "cpu_time_total")
+    found = getattr(event, prefix + "device_time_total", None)
+    return found if found is not None else getattr(event, prefix + "cuda_time_total")

@@ -23,11 +23,11 @@ timeout 240 python3 -m pytest -q -rs -p no:cacheprovider tests/test_model_cuda.p
     tests/test_evaluate.py tests/test_loader.py tests/test_augment.py -k "cuda or gpu or CUDA"
 
 step "bench train, one-device layout, TF32"
-timeout 120 python3 -m paper_repro.bench train --gpus 0 --batch-size 128 --steps 20 --repeats 5 --json "$OUT/train_one_device.json"
+timeout 150 python3 -m paper_repro.bench train --gpus 0 --batch-size 128 --steps 20 --repeats 5 --profile 5 --json "$OUT/train_one_device.json"
 step "bench train, two columns on one GPU (--gpus 0,0), TF32"
 timeout 120 python3 -m paper_repro.bench train --gpus 0,0 --batch-size 128 --steps 20 --repeats 5 --json "$OUT/train_two_columns.json"
 step "bench train, bf16 + channels_last"
-timeout 120 python3 -m paper_repro.bench train --gpus 0 --batch-size 128 --steps 20 --repeats 5 --bf16 --channels-last --json "$OUT/train_bf16.json"
+timeout 120 python3 -m paper_repro.bench train --gpus 0 --batch-size 128 --steps 20 --repeats 5 --bf16 --channels-last --profile 5 --json "$OUT/train_bf16.json"
 
 step "demo on the GPU (generate, build, train, ten-view evaluate, report)"
 timeout 240 python3 -m paper_repro.demo --workdir "$W/demo" --out "$W/demo/report" --workers 8
