@@ -350,7 +350,9 @@ def test_checkpoint_crosses_layouts(source, target):
         assert not torch.allclose(a(x), b(x))
         result = b.load_state_dict(torch.load(buf, weights_only=True), strict=True)
         assert not result.missing_keys and not result.unexpected_keys
-        torch.testing.assert_close(b(x), a(x), rtol=1e-5, atol=1e-5)
+        # the weights are equal (below); only the summation order differs between the layouts' kernels
+        # (an AMD EPYC VM's oneDNN: 1.3e-5 relative on a logit of 18)
+        torch.testing.assert_close(b(x), a(x), rtol=1e-4, atol=1e-5)
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)
 
