@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one run, for a lent machine with one CUDA GPU (run from the repository root):
-# the CUDA tests, the product's commands on the GPU, the GPU rows of results/benchmarks.md, then
-# the whole suite. Everything it prints goes to $OUT/log.txt; the bench JSON to $OUT/*.json.
+# the CUDA tests, the product's commands on the GPU, the GPU rows of results/benchmarks.md (with a
+# profile of each net's step), an end-to-end training run, then the whole suite. Everything it prints
+# goes to $OUT/log.txt; the bench JSON to $OUT/*.json (8 files in all: the device tool's limit).
 # No network and nothing installed: the clone on PYTHONPATH, the machine's own torch.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}
@@ -32,8 +33,8 @@ timeout 120 python3 -m paper_repro.bench train --gpus 0 --batch-size 128 --steps
 step "demo on the GPU (generate, build, train, ten-view evaluate, report)"
 timeout 240 python3 -m paper_repro.demo --workdir "$W/demo" --out "$W/demo/report" --workers 8
 
-step "a larger generated store for the loader, eval and GPU-decoding checks (10 classes x 250 train + 100 val, JPEG)"
-timeout 120 python3 data_prep/make_demo_imagenet.py --out "$W/gen" --train-per-class 250 --val-per-class 100 --layout folders
+step "a larger generated store for the loader, eval and GPU-decoding checks (10 classes x 250 train + 300 val, JPEG)"
+timeout 120 python3 data_prep/make_demo_imagenet.py --out "$W/gen" --train-per-class 250 --val-per-class 300 --layout folders
 timeout 120 python3 data_prep/build_imagenet.py --source "$W/gen" --out "$W/store" --workers 16 --format jpeg --no-progress
 
 step "train two columns on one GPU (--gpus 0,0), 2 epochs, GPU decoding; then evaluate with GPU decoding"
@@ -50,8 +51,12 @@ step "bench loader (10 s per pipeline per round, 3 rounds)"
 timeout 180 python3 -m paper_repro.bench loader --data "$W/store" --gpus 0 --workers 16 --batch-size 128 --seconds 10 \
     --tmp "$W/tmp_loader" --json "$OUT/loader.json"
 
-(cd "$W/demo" && tar -czf "$OUT/demo_report.tar.gz" report)
+step "train end to end, width 1, the released recipe, one device, 4 epochs of the store (images/s per epoch in log.jsonl)"
+timeout 150 python3 -m paper_repro.train --data "$W/store" --gpus 0 --epochs 4 --workers 16 --no-progress --out "$W/e2e"
+cp "$W/e2e/log.jsonl" "$OUT/e2e_log.jsonl"
 
-step "the whole suite (torch of this machine), 8 processes"
-OMP_NUM_THREADS=2 timeout 170 python3 -m pytest -q -p no:cacheprovider -n 8 tests 2>&1 | tail -25
+step "the whole suite (torch of this machine), 15 processes"
+OMP_NUM_THREADS=1 timeout 200 python3 -m pytest -q -p no:cacheprovider -p no:benchmark -n 15 -rfEs tests \
+    > "$OUT/suite.txt" 2>&1
+tail -30 "$OUT/suite.txt"
 step "end"
