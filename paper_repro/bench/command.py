@@ -68,6 +68,8 @@ def get_args_parser():
                    help="as train --lrn (none: our net without its response normalisation; default: the recipe's)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for both nets, as train --bf16")
     p.add_argument("--channels-last", action="store_true", help="channels_last for both nets, as train --channels-last")
+    p.add_argument("--lrn-kernel", choices=("torch", "triton"), default="torch",
+                   help="our net's LRN, as train --lrn-kernel (triton: CUDA only)")
     p.add_argument("--no-tf32", dest="tf32", action="store_false", help="as train --no-tf32: plain fp32 convolutions and matmuls on a GPU "
                                                                   "(default: TF32 on a GPU)")
     p.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",

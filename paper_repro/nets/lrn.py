@@ -30,7 +30,10 @@ It is differentiable once: double backward raises an error.
 import torch
 from torch import nn
 
+from paper_repro.nets.lrn_triton import triton_local_response_norm
+
 CONVENTIONS = ("code", "paper")
+KERNELS = ("torch", "triton")  # the fused op of torch operators here; two Triton kernels (lrn_triton.py)
 SQRT_CHAIN_DEVICES = ("cpu",)  # device types where s^-3/4 is sqrt, multiply, rsqrt (elsewhere pow)
 # On the CPU the LRN walks the batch in chunks of about this many bytes per fp32 tensor (a few
 # images), so that the ten-odd operators over a chunk's a, s, r and output find them in cache (1 MiB
@@ -175,12 +178,14 @@ class _LRNFunction(torch.autograd.Function):
         return da.to(dtype), None, None, None, None, None, None
 
 
-def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0, convention="code", groups=1, relu=False):
+def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0, convention="code", groups=1, relu=False,
+                        kernel="torch"):
     """Normalise N x C x H x W `x` (`relu`: relu(x)) across channels within each of `groups` equal channel groups.
 
     One fused autograd op: the forward saves the activations, the denominator base s and s^-beta,
     and the backward is the analytic gradient. It is differentiable once: a backward through it with
-    create_graph=True (double backward, gradient penalties) raises a RuntimeError.
+    create_graph=True (double backward, gradient penalties) raises a RuntimeError. kernel="triton":
+    the same arithmetic in two Triton kernels (lrn_triton.py; a CUDA tensor).
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"LRN convention must be one of {CONVENTIONS}; got {convention!r}")
@@ -188,7 +193,11 @@ def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0, convention="cod
         raise ValueError(f"LRN expects an N x C x H x W tensor; got shape {tuple(x.shape)}")
     if x.shape[1] % groups:
         raise ValueError(f"LRN: {x.shape[1]} channels do not split into {groups} equal groups")
+    if kernel not in KERNELS:
+        raise ValueError(f"LRN kernel must be one of {KERNELS}; got {kernel!r}")
     scale = alpha / size if convention == "code" else alpha
+    if kernel == "triton":
+        return triton_local_response_norm(x, size, scale, beta, k, groups, relu)
     return _LRNFunction.apply(x, size, scale, beta, k, groups, relu)
 
 
@@ -203,16 +212,27 @@ class LocalResponseNorm(nn.Module):
             raise ValueError(f"LRN convention must be one of {CONVENTIONS}; got {convention!r}")
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
         self.convention, self.groups, self.relu = convention, groups, relu
+        self.kernel = "torch"  # use_lrn_kernel() changes it; not a hyper-parameter (the same arithmetic)
 
     def forward(self, x):
         """Return the normalised `x` (relu(x) if self.relu), same shape and dtype."""
         return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.convention, self.groups,
-                                   self.relu)
+                                   self.relu, self.kernel)
 
     def extra_repr(self):
         """Show the hyper-parameters in print(model)."""
         return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
                 f"convention={self.convention!r}, groups={self.groups}" + (", relu=True" if self.relu else ""))
+
+
+def use_lrn_kernel(model, kernel):
+    """Run every cross-channel LRN of `model` with `kernel` ('torch' or 'triton'); returns how many there are."""
+    if kernel not in KERNELS:
+        raise ValueError(f"LRN kernel must be one of {KERNELS}; got {kernel!r}")
+    layers = [m for m in model.modules() if isinstance(m, LocalResponseNorm)]
+    for m in layers:
+        m.kernel = kernel
+    return len(layers)
 
 
 class _SameMapFunction(torch.autograd.Function):

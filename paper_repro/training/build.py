@@ -9,9 +9,11 @@ from paper_repro.core.cli import UsageError
 from paper_repro.core.devices import all_cpu
 from paper_repro.data.augment import CentrePatch, TrainPatch
 from paper_repro.data.cifar_views import train_transforms
+from paper_repro.nets import lrn_triton
 from paper_repro.nets.alexnet import AlexNet
 from paper_repro.nets.cifar import ConvLocalNet, Fig1Net
 from paper_repro.nets.cifar_tutorial import TutorialAlexNet
+from paper_repro.nets.lrn import use_lrn_kernel
 from paper_repro.training.optim import PaperSGD
 from paper_repro.training.param_groups import param_groups
 from paper_repro.training.schedule import PlateauSchedule, ReleasedSchedule, StepSchedule
@@ -75,6 +77,11 @@ def build_model(args, num_classes, devices):
         # The same draws, rescaled per layer: the canonical state_dict names each layer's weight.
         state = model.state_dict()
         model.load_state_dict({k: v * (stds[k] / own[k]) if k in stds else v for k, v in state.items()})
+    if getattr(args, "lrn_kernel", "torch") == "triton":
+        why = lrn_triton.available(devices[0])
+        if why:
+            raise UsageError(f"--lrn-kernel triton: {why}; use --lrn-kernel torch")
+        use_lrn_kernel(model, "triton")
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, stds

@@ -19,7 +19,7 @@ RUN_FILES = ("config.json", "log.jsonl", "steps.jsonl", CHECKPOINT, PREVIOUS)
 # Flags that may differ when a run is resumed; every other setting is the run's and must stay.
 CHANGEABLE_ON_RESUME = {"data", "epochs", "gpus", "workers", "checkpoint_every", "log_every", "stall_steps", "progress",
                         "resume", "auto_resume", "config", "out", "bf16", "channels_last", "tf32", "decode",
-                        "keep_freed_memory", "ten_view_every", "minutes"}
+                        "keep_freed_memory", "ten_view_every", "minutes", "lrn_kernel"}
 
 LRN_CHOICES = ("code", "paper", "none")  # --lrn: alpha/n (the authors' code), alpha (the paper's text), none (ablation)
 
@@ -222,6 +222,10 @@ def get_args_parser(add_help=True):
                    help="NHWC memory format for activations and weights")
     g.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                    help="on a GPU, TF32 convolutions and matmuls with cuDNN autotuning; --no-tf32: IEEE fp32")
+    g.add_argument("--lrn-kernel", choices=("torch", "triton"), default="torch",
+                   help="how the cross-channel LRN runs: torch, one fused autograd op of torch operators "
+                        "(any device); triton, two Triton kernels (CUDA only; the same arithmetic in one pass "
+                        "over the map each way, not yet timed on a GPU)")
     g.add_argument("--keep-freed-memory", action=argparse.BooleanOptionalAction, default=True,
                    help="on the CPU, glibc's malloc reuses freed memory instead of returning it to the OS "
                         "after every tensor (faster steps, resident size stays at its peak)")

@@ -25,6 +25,8 @@ timeout 240 python3 -m pytest -q -rs -p no:cacheprovider tests/test_model_cuda.p
 
 step "bench train, one-device layout, TF32"
 timeout 150 python3 -m paper_repro.bench train --gpus 0 --batch-size 128 --steps 20 --repeats 5 --profile 5 --json "$OUT/train_one_device.json"
+step "bench train, one-device layout, TF32, the LRN in Triton kernels (--lrn-kernel triton)"
+timeout 150 python3 -m paper_repro.bench train --gpus 0 --batch-size 128 --steps 20 --repeats 5 --lrn-kernel triton --profile 5 --json "$OUT/train_triton_lrn.json"
 step "bench train, two columns on one GPU (--gpus 0,0), TF32"
 timeout 120 python3 -m paper_repro.bench train --gpus 0,0 --batch-size 128 --steps 20 --repeats 5 --json "$OUT/train_two_columns.json"
 step "bench train, bf16 + channels_last"
@@ -53,7 +55,7 @@ timeout 180 python3 -m paper_repro.bench loader --data "$W/store" --gpus 0 --wor
 
 step "train end to end, width 1, the released recipe, one device, 4 epochs of the store (images/s per epoch in log.jsonl)"
 timeout 150 python3 -m paper_repro.train --data "$W/store" --gpus 0 --epochs 4 --workers 16 --no-progress --out "$W/e2e"
-cp "$W/e2e/log.jsonl" "$OUT/e2e_log.jsonl"
+cat "$W/e2e/log.jsonl"
 
 step "the whole suite (torch of this machine), 15 processes"
 OMP_NUM_THREADS=1 timeout 200 python3 -m pytest -q -p no:cacheprovider -p no:benchmark -n 15 -rfEs tests \

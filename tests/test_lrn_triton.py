@@ -1,0 +1,109 @@
+"""--lrn-kernel triton: the Triton LRN against the LRN's formula (Triton's interpreter on the CPU), and its errors."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+
+from paper_repro.core.cli import UsageError
+from paper_repro.nets.alexnet import AlexNet
+from paper_repro.nets.lrn import LocalResponseNorm, local_response_norm, use_lrn_kernel
+from paper_repro.training.build import build_model
+from paper_repro.training.settings import parse_args
+
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+
+# Run in a fresh process: TRITON_INTERPRET must be set before the kernels are first imported.
+INTERPRETED_CHECK = r"""
+import itertools, json, os
+os.environ["TRITON_INTERPRET"] = "1"
+import torch
+from paper_repro.nets.lrn_triton import triton_local_response_norm
+
+
+def formula(x, groups, alpha, size, relu):
+    # channel i sums a_j^2 over j = i - size//2 .. i + (size-1)//2 of its group, by explicit loops, in float64
+    a = x.clamp_min(0) if relu else x
+    c = x.shape[1] // groups
+    out = []
+    for g in range(groups):
+        for i in range(c):
+            lo, hi = g * c + max(0, i - size // 2), g * c + min(c, i + (size - 1) // 2 + 1)
+            s = sum(a[:, j] ** 2 for j in range(lo, hi))
+            out.append(a[:, g * c + i] / (2 + alpha * s) ** 0.75)
+    return torch.stack(out, 1)
+
+
+worst = {"forward": 0.0, "backward": 0.0}
+strides_kept = True
+for size, groups, relu, cl in itertools.product((3, 4, 5), (1, 2), (False, True), (False, True)):
+    gen = torch.Generator().manual_seed(size * 8 + groups * 4 + relu * 2 + cl)
+    x64 = torch.randn(2, 12, 3, 5, dtype=torch.float64, generator=gen) * 60
+    w = torch.randn(2, 12, 3, 5, dtype=torch.float64, generator=gen)
+    layout = torch.channels_last if cl else torch.contiguous_format
+    x = x64.float().contiguous(memory_format=layout).requires_grad_(True)
+    ref_in = x64.clone().requires_grad_(True)
+    alpha = 1e-4 / size
+    y = triton_local_response_norm(x, size, alpha, 0.75, 2.0, groups, relu)
+    ref = formula(ref_in, groups, alpha, size, relu)
+    (y.double() * w).sum().backward()
+    (ref * w).sum().backward()
+    worst["forward"] = max(worst["forward"], ((y.double() - ref).abs().max() / ref.abs().max()).item())
+    worst["backward"] = max(worst["backward"],
+                            ((x.grad.double() - ref_in.grad).abs().max() / ref_in.grad.abs().max()).item())
+    strides_kept &= y.stride() == x.stride() and x.grad.stride() == x.stride()
+print(json.dumps({"worst": worst, "strides_kept": strides_kept}))
+"""
+
+
+@needs_triton
+def test_triton_lrn_matches_the_formula_and_its_gradient_under_the_interpreter():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-c", INTERPRETED_CHECK], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # fp32 kernels against a float64 formula: sizes 3-5, one and two groups, with and without the ReLU, both layouts
+    assert result["worst"]["forward"] < 1e-6 and result["worst"]["backward"] < 1e-5, result
+    assert result["strides_kept"]
+
+
+def test_triton_lrn_on_the_cpu_is_refused_in_one_line():
+    settings = parse_args(["--data", "d", "--out", "o", "--gpus", "cpu", "--width", "0.125", "--lrn-kernel", "triton"])
+    with pytest.raises(UsageError) as err:
+        build_model(settings, 10, ["cpu"])
+    assert str(err.value) == ("--lrn-kernel triton: it runs on a CUDA device, not cpu (TRITON_INTERPRET=1 runs it "
+                              "on the CPU, slowly, for tests); use --lrn-kernel torch")
+
+
+def test_use_lrn_kernel_reaches_every_lrn_and_refuses_unknown_kernels():
+    net = AlexNet(num_classes=10, devices=["cpu", "cpu"], width=0.125)
+    layers = [m for m in net.modules() if isinstance(m, LocalResponseNorm)]
+    assert use_lrn_kernel(net, "triton") == len(layers) >= 2
+    assert all(m.kernel == "triton" for m in layers)
+    with pytest.raises(ValueError, match="LRN kernel must be one of"):
+        use_lrn_kernel(net, "cuda")
+    with pytest.raises(ValueError, match="LRN kernel must be one of"):
+        local_response_norm(torch.zeros(1, 4, 2, 2), kernel="fast")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_lrn_matches_the_torch_lrn_on_cuda(layout, dtype):
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = (torch.randn(8, 96, 55, 55, device="cuda", generator=gen) * 60).to(dtype).contiguous(memory_format=layout)
+    g = torch.randn(8, 96, 55, 55, device="cuda", generator=gen).to(dtype).contiguous(memory_format=layout)
+    outs = []
+    for kernel in ("torch", "triton"):
+        xi = x.clone().requires_grad_(True)
+        y = local_response_norm(xi, groups=2, relu=True, kernel=kernel)
+        y.backward(g)
+        outs.append((y.float(), xi.grad.float()))
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(outs[1][0], outs[0][0], **tol)
+    torch.testing.assert_close(outs[1][1], outs[0][1], **tol)
