@@ -72,6 +72,36 @@ def test_triton_lrn_matches_the_formula_and_its_gradient_under_the_interpreter()
     assert result["strides_kept"]
 
 
+KERNEL_ARGS = {
+    "forward_kernel": ("x_ptr", "y_ptr", "s_ptr", "alpha", "beta", "k"),
+    "backward_kernel": ("g_ptr", "x_ptr", "s_ptr", "dx_ptr", "coef", "beta"),
+}
+
+
+@needs_triton
+@pytest.mark.parametrize("arch", [90, 80], ids=["sm_90-hopper", "sm_80-ampere"])
+def test_triton_lrn_kernels_compile_to_gpu_machine_code_without_a_gpu(arch):
+    # The interpreter runs Python; this is the compiler a GPU would run (Triton -> PTX -> cubin by its ptxas).
+    triton = pytest.importorskip("triton")
+    try:
+        from triton.backends.compiler import GPUTarget
+    except ImportError:
+        pytest.skip("this Triton has no GPUTarget to compile for")
+    from paper_repro.nets import lrn_triton_kernels as kernels
+    for name, args in KERNEL_ARGS.items():
+        for relu in (False, True):
+            for dtype in ("fp32", "bf16"):
+                signature = {a: ("*" + (dtype if a != "s_ptr" else "fp32")) if a.endswith("_ptr") else "fp32"
+                             for a in args}
+                signature.update({a: "i32" for a in ("cg", "hw", "groups", "stride_n", "stride_c", "stride_p")})
+                names = list(getattr(kernels, name).arg_names)
+                signature = {a: signature.get(a, "constexpr") for a in names}
+                src = triton.compiler.ASTSource(fn=getattr(kernels, name), signature=signature,
+                                                constexprs={"BEFORE": 2, "AFTER": 2, "RELU": relu, "BLOCK": 128})
+                compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32))
+                assert len(compiled.asm["cubin"]) > 1000, (name, relu, dtype)
+
+
 def test_triton_lrn_on_the_cpu_is_refused_in_one_line():
     settings = parse_args(["--data", "d", "--out", "o", "--gpus", "cpu", "--width", "0.125", "--lrn-kernel", "triton"])
     with pytest.raises(UsageError) as err:
