@@ -34,7 +34,7 @@ def available(device):
 @functools.lru_cache(maxsize=None)
 def _kernels():
     """(forward kernel, backward kernel, triton), imported on first use: importing Triton costs every command."""
-    kernels = importlib.import_module("paper_repro.nets.lrn_triton_kernels")
+    from paper_repro.nets import lrn_triton_kernels as kernels  # lazy: Triton loads only when used
     return kernels.forward_kernel, kernels.backward_kernel, kernels.triton
 
 
