@@ -56,6 +56,17 @@ for size, groups, relu, cl in itertools.product((3, 4, 5), (1, 2), (False, True)
     worst["backward"] = max(worst["backward"],
                             ((x.grad.double() - ref_in.grad).abs().max() / ref_in.grad.abs().max()).item())
     strides_kept &= y.stride() == x.stride() and x.grad.stride() == x.stride()
+# a channel slice of a bigger map (not dense: it is copied first, and its gradient lands in the slice)
+big = (torch.randn(2, 16, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(99)) * 60)
+leaf, ref_in = big.float().requires_grad_(True), big[:, 2:14].clone().requires_grad_(True)
+y = triton_local_response_norm(leaf[:, 2:14], 5, 2e-5, 0.75, 2.0, 2, True)
+ref = formula(ref_in, 2, 2e-5, 5, True)
+(y.double() ** 2).sum().backward()
+(ref ** 2).sum().backward()
+worst["forward"] = max(worst["forward"], ((y.double() - ref).abs().max() / ref.abs().max()).item())
+worst["backward"] = max(worst["backward"],
+                        ((leaf.grad[:, 2:14].double() - ref_in.grad).abs().max() / ref_in.grad.abs().max()).item())
+strides_kept &= bool((leaf.grad[:, :2] == 0).all() and (leaf.grad[:, 14:] == 0).all())
 print(json.dumps({"worst": worst, "strides_kept": strides_kept}))
 """
 

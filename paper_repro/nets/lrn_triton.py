@@ -39,8 +39,9 @@ def _kernels():
 
 
 def _layout(x, groups):
-    """(x in a layout whose H and W flatten into one pixel index, channels per group, pixels, strides n, c, p)."""
-    if x.stride(2) != x.shape[3] * x.stride(3):  # neither NCHW nor channels_last: make it NCHW
+    """(x as NCHW or channels_last, channels per group, pixels, strides of n, c and the flattened pixel index)."""
+    # The outputs are empty_like(x) and share x's strides only if x is dense: a slice or view is copied.
+    if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
         x = x.contiguous()
     n, c, h, w = x.shape
     return x, c // groups, h * w, (x.stride(0), x.stride(1), x.stride(3))
