@@ -128,8 +128,9 @@ def test_train_stage_profile_names_each_nets_operators_and_our_fused_functions()
     flags = ["train", "--gpus", "cpu", *TINY]
     assert "profile" not in bench_train(get_args_parser().parse_args(flags))["ours"]  # only when asked
     result = bench_train(get_args_parser().parse_args([*flags, "--profile", "2"]))
-    settings, _, _, model, _, _ = bench_train_mod.training_setup(["--gpus", "cpu", "--batch-size", "2", "--width", "0.125"], bench_train_mod.NUM_CLASSES,
-                                                                 common.synthetic_stats())
+    setup_flags = ["--gpus", "cpu", "--batch-size", "2", "--width", "0.125"]  # TINY's net
+    _, _, _, model, _, _ = bench_train_mod.training_setup(setup_flags, bench_train_mod.NUM_CLASSES,
+                                                          common.synthetic_stats())
     lrn_layers = sum(isinstance(m, LocalResponseNorm) for m in model.modules())
     assert lrn_layers >= 1
     for name, lrn_calls in (("ours", lrn_layers), ("torchvision_alexnet", 0)):

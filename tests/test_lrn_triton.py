@@ -19,23 +19,17 @@ needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, re
 
 # Run in a fresh process: TRITON_INTERPRET must be set before the kernels are first imported.
 INTERPRETED_CHECK = r"""
-import itertools, json, os
+import itertools, json, os, sys
 os.environ["TRITON_INTERPRET"] = "1"
 import torch
+sys.path.insert(0, "tests")
+from test_model import lrn_window_formula  # the LRN by explicit loops over the window
 from paper_repro.nets.lrn_triton import triton_local_response_norm
 
 
 def formula(x, groups, alpha, size, relu):
-    # channel i sums a_j^2 over j = i - size//2 .. i + (size-1)//2 of its group, by explicit loops, in float64
-    a = x.clamp_min(0) if relu else x
-    c = x.shape[1] // groups
-    out = []
-    for g in range(groups):
-        for i in range(c):
-            lo, hi = g * c + max(0, i - size // 2), g * c + min(c, i + (size - 1) // 2 + 1)
-            s = sum(a[:, j] ** 2 for j in range(lo, hi))
-            out.append(a[:, g * c + i] / (2 + alpha * s) ** 0.75)
-    return torch.stack(out, 1)
+    # the window formula of relu(x) when the ReLU is inside the op (a = relu(x) in the numerator and the sums)
+    return lrn_window_formula(x.clamp_min(0) if relu else x, groups, alpha, size)
 
 
 worst = {"forward": 0.0, "backward": 0.0}

@@ -11,7 +11,7 @@ from paper_repro.bench.lrn import bench_lrn
 from paper_repro.bench.train_step import bench_train
 from paper_repro.core.atomic import print_json
 from paper_repro.core.recipe import DEFAULT_RECIPE, RECIPES
-from paper_repro.training.settings import LRN_CHOICES
+from paper_repro.training.settings import LRN_CHOICES, LRN_KERNELS
 
 PROG = "python -m paper_repro.bench"
 DESCRIPTION = """python -m paper_repro.bench {train,loader,eval,lrn,local}: our speed beside a user's baseline.
@@ -68,7 +68,7 @@ def get_args_parser():
                    help="as train --lrn (none: our net without its response normalisation; default: the recipe's)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for both nets, as train --bf16")
     p.add_argument("--channels-last", action="store_true", help="channels_last for both nets, as train --channels-last")
-    p.add_argument("--lrn-kernel", choices=("torch", "triton"), default="torch",
+    p.add_argument("--lrn-kernel", choices=LRN_KERNELS, default="torch",
                    help="our net's LRN, as train --lrn-kernel (triton: CUDA only)")
     p.add_argument("--no-tf32", dest="tf32", action="store_false", help="as train --no-tf32: plain fp32 convolutions and matmuls on a GPU "
                                                                   "(default: TF32 on a GPU)")

@@ -75,7 +75,7 @@ def bench_train(args):
              "--recipe", args.recipe] + ["--lrn", args.lrn] * (args.lrn is not None)
     flags += ["--bf16"] * args.bf16 + ["--channels-last"] * args.channels_last + ["--no-tf32"] * (not args.tf32)
     flags += ["--no-keep-freed-memory"] * (not args.keep_freed_memory)
-    flags += ["--lrn-kernel", args.lrn_kernel] * (getattr(args, "lrn_kernel", "torch") != "torch")
+    flags += ["--lrn-kernel", args.lrn_kernel] * (args.lrn_kernel != "torch")
     stats = synthetic_stats()
     settings, devices, precision, ours, opt, augment = training_setup(flags, NUM_CLASSES, stats)
     dev0 = torch.device(devices[0])

@@ -68,6 +68,7 @@ class _TritonLRNFunction(torch.autograd.Function):
     def backward(ctx, grad):
         """The analytic gradient, as lrn.py's: one kernel."""
         if torch.is_grad_enabled():
+            # lrn.py's _DOUBLE_BACKWARD text, written out: lrn.py imports this module, not the other way round
             raise RuntimeError("local_response_norm is differentiable once: its fused backward cannot build a "
                                "graph (create_graph=True, double backward, is not supported)")
         x, s = ctx.saved_tensors

@@ -4,16 +4,23 @@ import triton.language as tl
 
 
 @triton.jit
-def forward_kernel(x_ptr, y_ptr, s_ptr, cg, hw, groups, stride_n, stride_c, stride_p, alpha, beta, k,
-                   BEFORE: tl.constexpr, AFTER: tl.constexpr, RELU: tl.constexpr, BLOCK: tl.constexpr):
-    """y = a * s^-beta, s = k + alpha * (sum of a^2 over channels c-BEFORE .. c+AFTER of the group)."""
-    pid_p = tl.program_id(0)
+def _pixel_rows(cg, hw, groups, stride_n, stride_c, stride_p, BLOCK: tl.constexpr):
+    """This program's block of pixels: (offsets of their channel 0 in its image and column group, in-bounds mask).
+
+    Grid: (pixel blocks, images x groups); each program walks the cg channels of one group from there.
+    """
     pid_ng = tl.program_id(1)
     n = (pid_ng // groups).to(tl.int64)
     first = (pid_ng % groups).to(tl.int64) * cg
-    p = pid_p * BLOCK + tl.arange(0, BLOCK)
-    inside = p < hw
-    base = n * stride_n + first * stride_c + p.to(tl.int64) * stride_p
+    p = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    return n * stride_n + first * stride_c + p.to(tl.int64) * stride_p, p < hw
+
+
+@triton.jit
+def forward_kernel(x_ptr, y_ptr, s_ptr, cg, hw, groups, stride_n, stride_c, stride_p, alpha, beta, k,
+                   BEFORE: tl.constexpr, AFTER: tl.constexpr, RELU: tl.constexpr, BLOCK: tl.constexpr):
+    """y = a * s^-beta, s = k + alpha * (sum of a^2 over channels c-BEFORE .. c+AFTER of the group)."""
+    base, inside = _pixel_rows(cg, hw, groups, stride_n, stride_c, stride_p, BLOCK)
     for c in range(0, cg):
         acc = tl.zeros([BLOCK], dtype=tl.float32)
         for d in tl.static_range(BEFORE + AFTER + 1):
@@ -36,13 +43,7 @@ def forward_kernel(x_ptr, y_ptr, s_ptr, cg, hw, groups, stride_n, stride_c, stri
 def backward_kernel(g_ptr, x_ptr, s_ptr, dx_ptr, cg, hw, groups, stride_n, stride_c, stride_p, coef, beta,
                     BEFORE: tl.constexpr, AFTER: tl.constexpr, RELU: tl.constexpr, BLOCK: tl.constexpr):
     """da_j = g_j r_j + coef a_j sum_{i = j-AFTER .. j+BEFORE} g_i a_i r_i / s_i, coef = -2 alpha beta."""
-    pid_p = tl.program_id(0)
-    pid_ng = tl.program_id(1)
-    n = (pid_ng // groups).to(tl.int64)
-    first = (pid_ng % groups).to(tl.int64) * cg
-    p = pid_p * BLOCK + tl.arange(0, BLOCK)
-    inside = p < hw
-    base = n * stride_n + first * stride_c + p.to(tl.int64) * stride_p
+    base, inside = _pixel_rows(cg, hw, groups, stride_n, stride_c, stride_p, BLOCK)
     for c in range(0, cg):
         acc = tl.zeros([BLOCK], dtype=tl.float32)
         for d in tl.static_range(BEFORE + AFTER + 1):

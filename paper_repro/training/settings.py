@@ -13,6 +13,7 @@ from paper_repro.core.cli import USAGE, HelpFormatter, UsageError
 from paper_repro.core.devices import help_text as gpus_help
 from paper_repro.core.recipe import DEFAULT_RECIPE, PAPER, RECIPE_VALUES, RECIPES, with_legacy
 from paper_repro.nets.checkpoint import CHECKPOINT, PREVIOUS, existing_checkpoints
+from paper_repro.nets.lrn import KERNELS as LRN_KERNELS
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 RUN_FILES = ("config.json", "log.jsonl", "steps.jsonl", CHECKPOINT, PREVIOUS)
@@ -222,7 +223,7 @@ def get_args_parser(add_help=True):
                    help="NHWC memory format for activations and weights")
     g.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                    help="on a GPU, TF32 convolutions and matmuls with cuDNN autotuning; --no-tf32: IEEE fp32")
-    g.add_argument("--lrn-kernel", choices=("torch", "triton"), default="torch",
+    g.add_argument("--lrn-kernel", choices=LRN_KERNELS, default="torch",
                    help="how the cross-channel LRN runs: torch, one fused autograd op of torch operators "
                         "(any device); triton, two Triton kernels (CUDA only; the same arithmetic in one pass "
                         "over the map each way, not yet timed on a GPU)")
